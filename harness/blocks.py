@@ -1,0 +1,59 @@
+"""Token blocks: the corpus tokenized once, packed to a fixed length, memory-mapped.
+
+Documents are joined with ``[SEP]`` and cut into rows of ``block_size`` tokens; the
+incomplete tail is dropped. Blocks are keyed by (tokenizer, corpus, block size) and never
+re-tokenized per step.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from objbench.harness.sources import cache_dir
+
+
+def pack(ds: Dataset, tok: Tokenizer, block_size: int, sep_id: int, desc: str = "") -> np.ndarray:
+    """Tokenize every document in batches and pack into ``(N, block_size)`` uint16 rows."""
+    pieces: list[np.ndarray] = []
+    sep = np.array([sep_id], dtype=np.uint16)
+    with tqdm(total=len(ds), desc=f"tokenizing {desc}", unit="doc", leave=False) as bar:
+        for batch in ds.iter(batch_size=1000):
+            for enc in tok.encode_batch(batch["text"], add_special_tokens=False):
+                pieces.append(np.asarray(enc.ids, dtype=np.uint16))
+                pieces.append(sep)
+            bar.update(len(batch["text"]))
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
+    n = len(stream) // block_size
+    return stream[: n * block_size].reshape(n, block_size)
+
+
+def cached_blocks(ds: Dataset, tok: Tokenizer, tok_key: str, split: str, block_size: int,
+                  sep_id: int) -> np.ndarray:
+    """Blocks for one split, built once and then memory-mapped from the cache."""
+    path = cache_dir() / "blocks" / f"{tok_key}-{split}-{block_size}.npy"
+    if not path.exists():
+        arr = pack(ds, tok, block_size, sep_id, desc=split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def batch_rows(n_blocks: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Row indices of the global batch at ``step``: a fresh permutation each epoch, from the seed.
+
+    A pure function of (step, seed): resuming needs no loader state, and every rank agrees.
+    """
+    per_epoch = n_blocks // batch_size
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
+    return perm[k * batch_size:(k + 1) * batch_size]

@@ -1,0 +1,179 @@
+"""Typed, validated configuration for one training run.
+
+Every field says what it means and its unit. Configs are validated completely before any
+work starts; errors name the key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from objbench.harness.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    d_model: int = Field(128, ge=8, description="hidden size")
+    n_layers: int = Field(2, ge=1, description="number of Transformer blocks")
+    n_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
+    d_ff: int = Field(512, ge=8, description="feed-forward inner size")
+    max_len: int = Field(512, ge=8, description="position embeddings; >= longest input an objective builds")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="off by default for pre-training: faster, and stated in reports")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        return self
+
+
+class DataConfig(Strict):
+    corpus: str = Field("news", description="'news', 'ptb', a local file/folder, or 'hf:name[/config]'")
+    tokenizer: Literal["wordpiece", "bpe"] = "wordpiece"
+    tokenizer_file: str | None = Field(None, description="use this tokenizer.json instead of training one")
+    vocab_size: int = Field(8192, ge=64, le=65535, description="stored as uint16 blocks")
+    block_size: int = Field(128, ge=4, description="clean text tokens per training block")
+    validation_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="documents held out (named corpora with a split ignore it)")
+    val_blocks: int = Field(64, ge=1, description="validation blocks used for the validation loss")
+
+
+class BudgetConfig(Strict):
+    """Exactly one of the three axes: the point at which training stops."""
+
+    steps: int | None = Field(None, gt=0, description="optimizer steps")
+    tokens: int | None = Field(None, gt=0, description="clean corpus tokens consumed")
+    flops: float | None = Field(None, gt=0, description="model FLOPs, forward + backward")
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> "BudgetConfig":
+        set_axes = [a for a in ("steps", "tokens", "flops") if getattr(self, a) is not None]
+        if len(set_axes) != 1:
+            raise ValueError(f"set exactly one of steps / tokens / flops (got {set_axes or 'none'})")
+        return self
+
+    @property
+    def axis(self) -> str:
+        return next(a for a in ("steps", "tokens", "flops") if getattr(self, a) is not None)
+
+    @property
+    def value(self) -> float:
+        return float(getattr(self, self.axis))
+
+
+class TrainConfig(Strict):
+    batch_size: int = Field(32, ge=1, description="blocks per optimizer step (global, all ranks)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per step; batch_size must be divisible")
+    lr: float = Field(2e-3, gt=0.0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a fraction of peak")
+    warmup: float = Field(0.05, ge=0.0, lt=1.0, description="fraction of the budget spent warming up")
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = Field(1.0, ge=0.0, description="max grad norm; 0 disables")
+    eval_points: int = Field(4, ge=1, description="evenly spaced evaluations (val loss + checkpoint) along the budget")
+    checkpoint_every: int = Field(100, ge=1, description="also checkpoint every N steps, for resume")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool = Field(False, description="torch.compile the encoder")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
+
+    @model_validator(mode="after")
+    def _accum_divides(self) -> "TrainConfig":
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size}")
+        return self
+
+
+class RunConfig(Strict):
+    objective: str = Field("mlm", description="registered objective name (`objbench objectives`)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the objective's options")
+    seed: int = Field(0, ge=0)
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    budget: BudgetConfig = BudgetConfig(steps=300)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """Stable hash of the resolved config: equal hashes mean the same experiment."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def validate(cls: type[Strict], data: dict[str, Any], where: str = "config") -> Any:
+    """Build ``cls`` from ``data``, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, cls, where)) from None
+
+
+def format_errors(exc: ValidationError, cls: type[BaseModel], where: str) -> str:
+    lines = [f"invalid {where}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(cls, err["loc"][:-1])
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  {loc}: unknown key{hint}; allowed: {', '.join(sorted(known))}")
+        else:
+            lines.append(f"  {loc or '(top level)'}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the nested model at ``loc`` (for did-you-mean on unknown keys)."""
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cls = ann
+    return list(cls.model_fields)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested dict, returning a copy."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+        if parents and parents[0] == "budget":  # one budget axis: setting one replaces the others
+            out["budget"] = {leaf: node[leaf]}
+    return out
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, with errors that name the file."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

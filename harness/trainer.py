@@ -1,0 +1,304 @@
+"""The one training loop every objective runs unchanged.
+
+The objective shapes the batch; the loop runs the encoder, applies the LM head only where a
+target exists, divides the summed loss by the number of targets, and counts what the step
+cost on every budget axis (clean tokens, input tokens, predicted positions, FLOPs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from tqdm.auto import tqdm
+
+from objbench.harness import checkpoint as ckpt
+from objbench.harness.blocks import batch_rows
+from objbench.harness.config import RunConfig, validate
+from objbench.harness.data import PreparedData, prepare_data, special_tokens
+from objbench.harness.errors import CheckpointError, TrainingDiverged
+from objbench.harness.flops import train_flops
+from objbench.harness.model import Encoder
+from objbench.harness.registry import OBJECTIVES
+from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
+
+VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
+
+
+@dataclass
+class Counters:
+    step: int = 0
+    tokens: int = 0  # clean corpus tokens consumed (the data budget)
+    input_tokens: int = 0  # non-padding positions the encoder processed
+    targets: int = 0  # positions that carried a loss
+    flops: float = 0.0  # model FLOPs, forward + backward
+
+    def on(self, axis: str) -> float:
+        return float(getattr(self, axis))
+
+
+def build_objective(cfg: RunConfig, vocab: Vocab) -> Objective:
+    cls = OBJECTIVES.get(cfg.objective)
+    options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+    return cls(options, vocab)
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The config with the objective's option defaults filled in: what the hash covers."""
+    cls = OBJECTIVES.get(cfg.objective)
+    options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+    return cfg.model_copy(update={"options": options.model_dump(mode="json")})
+
+
+def pick_device(cfg: RunConfig) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but torch sees no CUDA device")
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """Per-(seed, step) randomness: never the global RNG, never shared across ranks."""
+    return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+
+
+def loss_sum(model: Encoder, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the batch's targets, with the LM head applied only there."""
+    hidden = model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids)
+    keep = batch.targets != IGNORE
+    logits = model.logits(hidden[keep]).float()
+    return F.cross_entropy(logits, batch.targets[keep], reduction="sum"), int(keep.sum())
+
+
+class Trainer:
+    """Trains one run into ``out``; ``run()`` resumes from the last checkpoint if there is one."""
+
+    def __init__(self, cfg: RunConfig, out: Path, data: PreparedData | None = None,
+                 callbacks: list[Callable[["Trainer"], None]] = (), progress: bool = True) -> None:
+        self.cfg = resolve(cfg)
+        self.out = Path(out)
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        specials = special_tokens(OBJECTIVES.get(self.cfg.objective).special_tokens)
+        self.data = data or prepare_data(self.cfg.data, specials, self.cfg.train.batch_size)
+        self.objective = build_objective(self.cfg, self.data.vocab)
+        self.device = pick_device(self.cfg)
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        torch.manual_seed(self.cfg.seed)  # weight init only; per-step randomness is seeded below
+        self.model = Encoder(self.cfg.model, self.data.vocab.size).to(self.device)
+        self.optimizer = self._optimizer()
+        self.counters = Counters()
+        self.callbacks = list(callbacks)
+        self.progress = progress and self.rank == 0
+        self.bf16 = self.device.type == "cuda" and self.cfg.train.precision in ("auto", "bf16")
+        if self.device.type == "cpu" and self.cfg.train.precision == "bf16":
+            self.bf16 = True  # asked for explicitly; slow on CPUs without bf16 instructions
+        self.forward_model = self.model
+        if self.world > 1:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.train.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": t.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=fused)
+
+    # -- schedule -------------------------------------------------------------------------
+    def lr_at(self, progress: float) -> float:
+        t = self.cfg.train
+        if t.warmup and progress < t.warmup:
+            return t.lr * progress / t.warmup
+        rest = min(1.0, (progress - t.warmup) / max(1e-12, 1 - t.warmup))
+        floor = t.lr * t.min_lr_ratio
+        if t.schedule == "constant":
+            return t.lr
+        if t.schedule == "linear":
+            return t.lr - (t.lr - floor) * rest
+        return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * rest))
+
+    # -- one step -------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[ObjectiveBatch]:
+        t = self.cfg.train
+        rows = batch_rows(len(self.data.train), t.batch_size, step, self.cfg.seed)
+        mine = rows[self.rank::self.world]
+        out = []
+        for micro, part in enumerate(np.array_split(mine, t.grad_accum)):
+            blocks = torch.from_numpy(self.data.train[np.sort(part)].astype(np.int64))
+            gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, micro, self.rank))
+            out.append(self.objective.make_batch(blocks, gen))
+        return out
+
+    def _global_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def train_step(self) -> dict[str, float]:
+        c, t = self.counters, self.cfg.train
+        batches = self.micro_batches(c.step)
+        pad = self.data.vocab["[PAD]"]
+        local = [sum(b.n_targets for b in batches),
+                 sum(int((b.input_ids != pad).sum()) for b in batches),
+                 sum(train_flops(self.cfg.model, self.data.vocab.size, *b.input_ids.shape, b.n_targets)
+                     for b in batches)]
+        n_targets, n_inputs, flops = self._global_sum(local)
+        cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "flops": flops}
+        budget = self.cfg.budget
+        lr = self.lr_at((c.on(budget.axis) + cost[budget.axis]) / budget.value)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+        total = 0.0
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                s, _ = loss_sum(self.forward_model, batch)
+                (s * self.world / n_targets).backward()  # DDP averages over ranks; undo that
+            total += float(s.detach())
+        loss = self._global_sum([total])[0] / n_targets
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} at step {c.step + 1}; the last good checkpoint in "
+                f"{self.out / 'checkpoints'} is kept. Lower train.lr or raise train.warmup.")
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        c.step += 1
+        c.tokens += cost["tokens"]
+        c.input_tokens += int(n_inputs)
+        c.targets += int(n_targets)
+        c.flops += flops
+        stats = {k: v for b in batches for k, v in b.stats.items()}  # last micro-batch's rates
+        return {"loss": loss, "lr": lr, **stats}
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean loss per target over the first ``data.val_blocks`` validation blocks."""
+        self.model.eval()
+        val = self.data.validation[: self.cfg.data.val_blocks]
+        total, count = 0.0, 0
+        for k, start in enumerate(range(0, len(val), self.cfg.train.batch_size)):
+            blocks = torch.from_numpy(val[start:start + self.cfg.train.batch_size].astype(np.int64))
+            batch = self.objective.make_batch(blocks, torch.Generator().manual_seed(VAL_SEED + k))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                s, n = loss_sum(self.model, batch.to(self.device))
+            total, count = total + float(s), count + n
+        self.model.train()
+        return total / count
+
+    def eval_targets(self) -> list[float]:
+        """Budget values at which to evaluate and keep a checkpoint (the last is the budget)."""
+        b, n = self.cfg.budget, self.cfg.train.eval_points
+        return [b.value * k / n for k in range(1, n + 1)]
+
+    # -- run ------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train to the budget (resuming if possible); return the final checkpoint."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out / "metrics.jsonl"
+        next_eval = self._resume(metrics_path)
+        if self.rank == 0:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        if self.counters.step == 0 and next_eval == 0:
+            self._log(metrics_path, {**asdict(self.counters), "val_loss": self.validation_loss()})
+        axis, budget = self.cfg.budget.axis, self.cfg.budget.value
+        targets = self.eval_targets()
+        bar = tqdm(total=budget, initial=self.counters.on(axis), disable=not self.progress,
+                   desc=f"{self.cfg.objective} seed {self.cfg.seed}", unit=f" {axis}",
+                   unit_scale=True, leave=False)
+        last = time.perf_counter()
+        final = self.out
+        while self.counters.on(axis) < budget:
+            before = self.counters.on(axis)
+            row = self.train_step()
+            now = time.perf_counter()
+            row["tokens_per_s"] = self.cfg.train.batch_size * self.data.train.shape[1] / (now - last)
+            last = now
+            is_eval = next_eval < len(targets) and self.counters.on(axis) >= targets[next_eval] * (1 - 1e-9)
+            if is_eval:
+                row["val_loss"] = self.validation_loss()
+                next_eval += 1
+            self._log(metrics_path, {**asdict(self.counters), **row})
+            bar.update(self.counters.on(axis) - before)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if is_eval or self.counters.step % self.cfg.train.checkpoint_every == 0 \
+                    or self.counters.on(axis) >= budget:
+                final = self._checkpoint(next_eval, keep=is_eval)
+            for cb in self.callbacks:
+                cb(self)
+        bar.close()
+        return final
+
+    def _log(self, path: Path, row: dict) -> None:
+        if self.rank == 0:
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _checkpoint(self, next_eval: int, keep: bool) -> Path:
+        """Save (rank 0); checkpoints at evaluation points are kept, periodic ones replaced."""
+        folder = self.out / "checkpoints" / f"step-{self.counters.step:07d}"
+        if self.rank == 0:
+            state = {"counters": asdict(self.counters), "next_eval": next_eval, "eval_point": keep,
+                     "config_hash": self.cfg.config_hash()}
+            ckpt.save(folder, self.model, self.optimizer, state)
+            for old in ckpt.checkpoints(self.out)[:-1]:
+                if not ckpt.load_state(old).get("eval_point"):
+                    shutil.rmtree(old)
+        if self.world > 1:
+            dist.barrier()
+        return folder
+
+    def _resume(self, metrics_path: Path) -> int:
+        """Load the newest checkpoint, if any; trim metrics logged after it. Returns next_eval."""
+        found = ckpt.checkpoints(self.out)
+        if not found:
+            if self.rank == 0:
+                metrics_path.unlink(missing_ok=True)
+            return 0
+        folder = found[-1]
+        state = ckpt.load_state(folder)
+        if state.get("config_hash") != self.cfg.config_hash():
+            raise CheckpointError(
+                f"{folder} was written by a run with config hash {state.get('config_hash')}, "
+                f"this run has {self.cfg.config_hash()}: use a fresh output folder or the same config")
+        ckpt.load_model(folder, self.model)
+        ckpt.load_optimizer(folder, self.optimizer)
+        self.counters = Counters(**state["counters"])
+        if self.rank == 0 and metrics_path.exists():
+            kept = [l for l in metrics_path.read_text().splitlines()
+                    if _step_of(l) is not None and _step_of(l) <= self.counters.step]
+            metrics_path.write_text("".join(l + "\n" for l in kept))
+        return state["next_eval"]
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line, or None for a line cut off by a crash."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
