@@ -1,1 +1,53 @@
-"""reports"""
+"""Reports: read a study directory and write report.md, report.html, tables and figures.
+
+Works from the files in the study directory alone, so no model code or torch is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from objbench.reports.aggregate import budget_used, final_rows, noise_floor, summarize
+from objbench.reports.compare import compare_to_reference
+from objbench.reports.document import Analysis, build_document
+from objbench.reports.export import write_tables
+from objbench.reports.figures import make_figures
+from objbench.reports.load import load_study
+from objbench.reports.render import to_html, to_markdown
+from objbench.reports.stats import N_BOOT
+
+__all__ = ["build_report"]
+
+
+def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT) -> dict[str, Path]:
+    """Write the report files into `study_dir`; return them keyed by path relative to it.
+
+    `seed` fixes the bootstrap, so the same study files always give the same report.
+    """
+    study_dir = Path(study_dir)
+    data = load_study(study_dir)
+    final = final_rows(data.done_results)
+    summary = summarize(final, np.random.default_rng(seed), n_boot)
+    noise = noise_floor(summary)
+    comparisons, notes = compare_to_reference(final, data.items, data.reference)
+    figures, skipped = make_figures(data, final, summary, study_dir / "figures")
+    analysis = Analysis(data=data, summary=summary, comparisons=comparisons, noise=noise,
+                        budget=budget_used(data), figures=figures, skipped_figures=skipped,
+                        notes=notes)
+    blocks = build_document(analysis)
+
+    written = write_tables(
+        {"results": data.results, "summary": summary, "comparisons": comparisons,
+         "noise_floor": noise},
+        study_dir,
+    )
+    for name, text in (("report.md", to_markdown(blocks, study_dir)),
+                       ("report.html", to_html(blocks, f"objbench report: {data.name}"))):
+        (study_dir / name).write_text(text, encoding="utf-8")
+        written[name] = study_dir / name
+    for figure in figures:
+        for path in (figure.png, figure.svg):
+            written[path.relative_to(study_dir).as_posix()] = path
+    return written
