@@ -47,6 +47,9 @@ class DataConfig(Strict):
     block_size: int = Field(128, ge=4, description="clean text tokens per training block")
     validation_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="documents held out (named corpora with a split ignore it)")
     val_blocks: int = Field(64, ge=1, description="validation blocks used for the validation loss")
+    special_tokens: list[str] = Field(
+        ["[S]", "[E]"], description="specials reserved beyond [PAD] [CLS] [SEP] [MASK] [UNK]; "
+        "every arm of a study shares one tokenizer, so this covers all their objectives")
 
 
 class BudgetConfig(Strict):

@@ -14,7 +14,7 @@ from objbench.harness.config import DataConfig
 from objbench.harness.corpora import corpus_fingerprint, load_corpus
 from objbench.harness.errors import DataError
 from objbench.harness.tokenizer import build_tokenizer, load_tokenizer_file, vocab_of
-from objbench.objectives.base import Vocab, special_tokens  # noqa: F401 (re-exported)
+from objbench.objectives.base import Vocab, special_tokens
 
 
 @dataclass
@@ -28,7 +28,8 @@ class PreparedData:
     tokenizer_hash: str
 
 
-def prepare_data(cfg: DataConfig, specials: list[str], min_train_blocks: int = 1) -> PreparedData:
+def prepare_data(cfg: DataConfig, min_train_blocks: int = 1) -> PreparedData:
+    specials = special_tokens(cfg.special_tokens)
     corpus = load_corpus(cfg.corpus, validation_fraction=cfg.validation_fraction)
     corpus_hash = corpus_fingerprint(corpus)
     if cfg.tokenizer_file:

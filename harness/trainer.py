@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import batch_rows
 from objbench.harness.config import RunConfig, validate
-from objbench.harness.data import PreparedData, prepare_data, special_tokens
-from objbench.harness.errors import CheckpointError, TrainingDiverged
+from objbench.harness.data import PreparedData, prepare_data
+from objbench.harness.errors import CheckpointError, ConfigError, TrainingDiverged
 from objbench.harness.flops import train_flops
 from objbench.harness.model import Encoder
 from objbench.harness.registry import OBJECTIVES
@@ -45,11 +45,16 @@ class Counters:
     flops: float = 0.0  # model FLOPs, forward + backward
 
     def on(self, axis: str) -> float:
-        return float(getattr(self, axis))
+        """Budget consumed on ``axis`` ("steps", "tokens" or "flops")."""
+        return float(self.step if axis == "steps" else getattr(self, axis))
 
 
 def build_objective(cfg: RunConfig, vocab: Vocab) -> Objective:
     cls = OBJECTIVES.get(cfg.objective)
+    missing = [s for s in cls.special_tokens if s not in vocab.specials]
+    if missing:
+        raise ConfigError(f"objective {cfg.objective!r} needs the special tokens {missing}: add them "
+                          f"to data.special_tokens (now {cfg.data.special_tokens})")
     options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
     return cls(options, vocab)
 
@@ -92,8 +97,7 @@ class Trainer:
         self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
-        specials = special_tokens(OBJECTIVES.get(self.cfg.objective).special_tokens)
-        self.data = data or prepare_data(self.cfg.data, specials, self.cfg.train.batch_size)
+        self.data = data or prepare_data(self.cfg.data, self.cfg.train.batch_size)
         self.objective = build_objective(self.cfg, self.data.vocab)
         self.device = pick_device(self.cfg)
         if self.cfg.train.threads:
@@ -224,6 +228,7 @@ class Trainer:
         next_eval = self._resume(metrics_path)
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            shutil.copyfile(self.data.tokenizer_path, self.out / "tokenizer.json")
         if self.counters.step == 0 and next_eval == 0:
             self._log(metrics_path, {**asdict(self.counters), "val_loss": self.validation_loss()})
         axis, budget = self.cfg.budget.axis, self.cfg.budget.value

@@ -27,3 +27,32 @@ def pytest_configure(config) -> None:
                    check=True, capture_output=True)
     sys.path.insert(0, str(target))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+
+
+import pytest  # noqa: E402
+
+TINY = [
+    "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.max_len=160",
+    "data.corpus=ptb", "data.vocab_size=1000", "data.block_size=32", "data.val_blocks=8",
+    "train.batch_size=8", "train.eval_points=2", "train.threads=2", "budget.steps=4",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """Train (once per session and objective) a tiny model on PTB; returns its run folder."""
+    from objbench.harness.config import RunConfig, apply_overrides, validate
+    from objbench.harness.trainer import Trainer
+
+    made: dict[tuple, Path] = {}
+
+    def make(objective: str = "mlm", *overrides: str) -> Path:
+        key = (objective, *overrides)
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"run-{objective}")
+            cfg = validate(RunConfig, apply_overrides({"objective": objective}, [*TINY, *overrides]))
+            Trainer(cfg, out, progress=False).run()
+            made[key] = out
+        return made[key]
+
+    return make

@@ -1,0 +1,3 @@
+from objbench.harness.cli import main
+
+main()

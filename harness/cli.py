@@ -1,0 +1,108 @@
+"""The `objbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from objbench.harness.errors import ObjbenchError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from objbench.harness.config import RunConfig, apply_overrides, load_yaml, validate
+    from objbench.harness.trainer import Trainer
+
+    data = load_yaml(Path(args.config)) if args.config else {}
+    data["objective"] = args.objective
+    cfg = validate(RunConfig, apply_overrides(data, args.set), where="run config")
+    final = Trainer(cfg, Path(args.out)).run()
+    print(f"trained {cfg.objective} into {args.out}; final checkpoint {final}")
+
+
+def _list(registry_name: str) -> None:
+    from objbench.harness import registry
+
+    reg = getattr(registry, registry_name)
+    rows = reg.describe()
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, doc in rows:
+        print(f"{name:<{width}}  {doc}")
+
+
+def _probe(args: argparse.Namespace) -> None:
+    from objbench.tasks.runner import probe_run
+
+    probe_run(Path(args.run_dir), args.task, options=args.set)
+
+
+def _study(args: argparse.Namespace) -> None:
+    from objbench.harness.study import load_study, run_study
+
+    study = load_study(Path(args.study))
+    if args.action == "validate":
+        print(f"{args.study}: valid ({len(study.arms)} arms x {len(study.seeds)} seeds)")
+        return
+    ok = run_study(study, Path(args.out) if args.out else None, shard=args.shard)
+    if not ok:
+        sys.exit(1)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from objbench.reports import build_report
+
+    for name, path in build_report(Path(args.study_dir)).items():
+        print(f"{name}: {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="objbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("objectives", help="list registered objectives")
+    sub.add_parser("tasks", help="list registered probe tasks")
+
+    t = sub.add_parser("train", help="train one objective")
+    t.add_argument("objective")
+    t.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
+    t.add_argument("--config", help="YAML file with run settings")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. budget.tokens=200000 or options.mask_rate=0.3")
+
+    pr = sub.add_parser("probe", help="evaluate a trained run on probe tasks")
+    pr.add_argument("run_dir")
+    pr.add_argument("--task", action="append", required=True, help="task name (repeatable)")
+    pr.add_argument("--set", action="append", default=[], metavar="TASK.KEY=VALUE")
+
+    s = sub.add_parser("study", help="run or validate a study file")
+    s.add_argument("action", choices=["run", "validate"])
+    s.add_argument("study")
+    s.add_argument("--out", help="study folder (default runs/<study name>)")
+    s.add_argument("--shard", help="i/n: run only the i-th of n deterministic shards of (arm, seed)")
+
+    r = sub.add_parser("report", help="rebuild a study's report from its result rows")
+    r.add_argument("study_dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    _init_distributed()
+    try:
+        if args.command in ("objectives", "tasks"):
+            _list(args.command.upper())
+        else:
+            {"train": _train, "probe": _probe, "study": _study, "report": _report}[args.command](args)
+    except ObjbenchError as exc:
+        print(f"objbench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _init_distributed() -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

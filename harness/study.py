@@ -1,0 +1,279 @@
+"""Studies: every (arm, seed) trained under one budget, probed, and reported.
+
+A study folder holds one run folder per (arm, seed). A run whose resolved config hash already
+has complete results is never trained again, an interrupted one resumes from its checkpoint,
+and a run that fails is recorded with its error while the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
+import objbench
+from objbench.harness.config import (BudgetConfig, DataConfig, ModelConfig, RunConfig, Strict,
+                                     TrainConfig, load_yaml, validate)
+from objbench.harness.errors import ConfigError
+from objbench.harness.registry import OBJECTIVES, TASKS
+
+
+class Arm(Strict):
+    name: str = Field(description="unique label of the arm in tables and folders")
+    objective: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Study(Strict):
+    name: str
+    arms: list[Arm] = Field(min_length=1)
+    reference: str = Field(description="arm every other arm is compared against")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    budget: BudgetConfig = Field(description="ONE budget shared by every arm")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="task -> options")
+    probe_at: list[float] = Field([1.0], description="budget fractions at which tasks run; each "
+                                  "must be an evaluation point k / train.eval_points")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Study":
+        names = [a.name for a in self.arms]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"arm names must be unique; repeated: {dupes}")
+        bad = [n for n in names if not n or "/" in n or n.startswith(".")]
+        if bad:
+            raise ValueError(f"arm names become folder names: {bad} cannot")
+        if self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not an arm; arms: {names}")
+        points = {round(k / self.train.eval_points, 9) for k in range(1, self.train.eval_points + 1)}
+        off = [p for p in self.probe_at if round(p, 9) not in points]
+        if off:
+            raise ValueError(f"probe_at {off} are not evaluation points {sorted(points)} "
+                             f"(train.eval_points={self.train.eval_points})")
+        return self
+
+    def run_configs(self) -> list[tuple[Arm, RunConfig]]:
+        out = []
+        for arm in self.arms:
+            for seed in self.seeds:
+                cfg = RunConfig(objective=arm.objective, options=arm.options, seed=seed,
+                                model=self.model, data=self.data, train=self.train, budget=self.budget)
+                out.append((arm, cfg))
+        return out
+
+
+def load_study(path: Path) -> Study:
+    """Read and validate a study file completely (objectives, options, tasks) before any work."""
+    from objbench.harness.trainer import resolve
+    from objbench.tasks.runner import resolve_tasks
+
+    study = validate(Study, load_yaml(path), where=str(path))
+    for i, arm in enumerate(study.arms):
+        try:
+            resolve(RunConfig(objective=arm.objective, options=arm.options))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: arms[{i}] ({arm.name}): {exc}") from None
+        missing = [s for s in OBJECTIVES.get(arm.objective).special_tokens
+                   if s not in study.data.special_tokens]
+        if missing:
+            raise ConfigError(f"{path}: arm {arm.name!r} needs special tokens {missing} in "
+                              f"data.special_tokens")
+    try:
+        resolve_tasks(study.tasks)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: tasks: {exc}") from None
+    return study
+
+
+def shard_of(runs: list, shard: str | None) -> list:
+    """The deterministic ``i/n`` share (0-based i) of the ordered (arm, seed) runs."""
+    if not shard:
+        return runs
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. 0/4") from None
+    return runs[i::n]
+
+
+def run_study(study: Study, out: Path | None = None, shard: str | None = None) -> bool:
+    """Run every (arm, seed) of the shard, then write the report. True if no run failed."""
+    from objbench.harness.data import prepare_data
+    from objbench.reports import build_report
+
+    out = out or Path("runs") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(study.data, study.train.batch_size)
+    resolved = study.model_dump(mode="json")
+    resolved["budget"] = {"axis": study.budget.axis, "value": study.budget.value}
+    (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (out / "provenance.json").write_text(json.dumps(provenance(data), indent=2))
+
+    runs = shard_of(study.run_configs(), shard)
+    started, failed = time.perf_counter(), 0
+    for n, (arm, cfg) in enumerate(runs, 1):
+        state, seconds = run_one(study, arm, cfg, out / "runs" / arm.name / f"seed{cfg.seed}", data)
+        failed += state == "failed"
+        elapsed = time.perf_counter() - started
+        eta = elapsed / n * (len(runs) - n)
+        print(f"[{n}/{len(runs)}] {arm.name} seed {cfg.seed}: {state} ({seconds:.0f}s); "
+              f"study ETA {eta / 60:.1f} min", flush=True)
+    for name, path in build_report(out).items():
+        if name in ("report.md", "report.html"):
+            print(f"{name}: {out / name}")
+    if failed:
+        print(f"{failed} of {len(runs)} runs failed; see the report's 'Failed runs'")
+    return failed == 0
+
+
+def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tuple[str, float]:
+    """Train, evaluate and probe one run; never raises for a failure inside the run."""
+    from objbench.harness.trainer import Trainer, resolve
+
+    status_path = run_dir / "status.json"
+    try:
+        cfg = resolve(cfg)
+    except Exception as exc:  # a broken plugin fails this run, not the study
+        return _fail(status_path, arm, cfg, cfg.config_hash(), exc, 0.0), 0.0
+    chash = cfg.config_hash()
+    old = _read_status(status_path)
+    if old.get("config_hash") not in (None, chash):
+        stale = run_dir.parent.parent.parent / "stale" / f"{arm.name}-seed{cfg.seed}-{old['config_hash']}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.move(str(run_dir), stale)
+        print(f"{arm.name} seed {cfg.seed}: config changed; old run moved to {stale}")
+        old = {}
+    if old.get("state") == "done" and (run_dir / "results.jsonl").exists():
+        return "cached", float(old.get("wall_time_s", 0.0))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _write_status(status_path, arm, cfg, chash, "running", None, 0.0)
+    try:
+        trainer = Trainer(cfg, run_dir, data=data)
+        trainer.run()
+        rows, items = evaluate_run(study, arm, cfg, run_dir)
+        _write_jsonl(run_dir / "results.jsonl", rows)
+        _write_jsonl(run_dir / "items.jsonl", items)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return _fail(status_path, arm, cfg, chash, exc, time.perf_counter() - t0), time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    _write_status(status_path, arm, cfg, chash, "done", None, seconds)
+    return "done", seconds
+
+
+def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Result rows: validation loss at every evaluation point, tasks at the probe points."""
+    from objbench.harness import checkpoint as ckpt
+    from objbench.harness.reading import TrainedModel
+    from objbench.tasks.runner import evaluate
+
+    base = {"study": study.name, "arm": arm.name, "objective": cfg.objective,
+            "options": json.dumps(cfg.options, sort_keys=True), "seed": cfg.seed,
+            "budget_axis": cfg.budget.axis}
+    metrics = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    evals = [m for m in metrics if "val_loss" in m]
+    last_step = evals[-1]["step"]
+    rows, items = [], []
+    for m in evals:
+        rows.append({**base, **_position(m, cfg), "task": "val_loss", "metric": "loss", "split": "validation",
+                     "layer": None, "pooling": None, "group": None, "value": m["val_loss"],
+                     "n": cfg.data.val_blocks, "higher_is_better": False, "final": m["step"] == last_step})
+    kept = [c for c in ckpt.checkpoints(run_dir) if ckpt.load_state(c).get("eval_point")]
+    total = cfg.train.eval_points
+    for frac in study.probe_at:
+        point = kept[round(frac * total) - 1]
+        counters = ckpt.load_state(point)["counters"]
+        model = TrainedModel(run_dir, point)
+        t_rows, t_items = evaluate(model, list(study.tasks), study.tasks, seed=cfg.seed)
+        where = _position(counters, cfg)
+        final = counters["step"] == last_step
+        rows += [{**base, **where, **r, "final": final} for r in t_rows]
+        items += [{"arm": arm.name, "seed": cfg.seed, "budget_value": where["budget_value"], **it}
+                  for it in t_items]
+    return rows, items
+
+
+def _position(counters: dict, cfg: RunConfig) -> dict:
+    axis_value = counters["step"] if cfg.budget.axis == "steps" else counters[cfg.budget.axis]
+    return {"budget_value": float(axis_value), "step": counters["step"], "tokens": counters["tokens"],
+            "flops": counters["flops"]}
+
+
+def _fail(path: Path, arm: Arm, cfg: RunConfig, chash: str, exc: BaseException, seconds: float) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / "error.log").write_text("".join(traceback.format_exception(exc)))
+    _write_status(path, arm, cfg, chash, "failed", f"{type(exc).__name__}: {exc}", seconds)
+    return "failed"
+
+
+def _write_status(path: Path, arm: Arm, cfg: RunConfig, chash: str, state: str,
+                  error: str | None, seconds: float) -> None:
+    status = {"state": state, "error": error, "config_hash": chash, "wall_time_s": round(seconds, 2),
+              "arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options}
+    _atomic_write(path, json.dumps(status, indent=2))
+
+
+def _read_status(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def provenance(data) -> dict[str, Any]:
+    """What a reviewer needs to reproduce the numbers."""
+    import importlib.metadata as md
+
+    import torch
+
+    def version(pkg: str) -> str:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return "absent"
+
+    root = Path(objbench.__file__).parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    return {
+        "objbench_version": objbench.__version__,
+        "git_commit": commit,
+        "packages": {p: version(p) for p in ("torch", "datasets", "tokenizers", "safetensors", "numpy",
+                                              "pandas", "scikit-learn", "scipy", "seaborn")},
+        "python": platform.python_version(),
+        "hardware": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(),
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "corpus_hash": data.corpus_hash,
+        "tokenizer_hash": data.tokenizer_hash,
+    }
