@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,10 +164,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _scalar(yaml.safe_load(raw))
         if parents and parents[0] == "budget":  # one budget axis: setting one replaces the others
             out["budget"] = {leaf: node[leaf]}
     return out
+
+
+def _scalar(value: Any) -> Any:
+    """YAML reads ``2e5`` as a string; a number is what anyone typing it means."""
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value):
+        return float(value)
+    return value
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

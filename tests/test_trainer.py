@@ -1,0 +1,120 @@
+"""The shared training loop: resume, reproducibility, divergence, budgets, config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from objbench.harness import trainer as trainer_mod
+from objbench.harness.checkpoint import checkpoints
+from objbench.harness.config import RunConfig, apply_overrides, validate
+from objbench.harness.errors import ConfigError, PluginError, TrainingDiverged
+from objbench.harness.trainer import Trainer
+from tests.conftest import TINY
+
+
+def config(objective: str = "mlm", *overrides: str) -> RunConfig:
+    return validate(RunConfig, apply_overrides({"objective": objective}, [*TINY, *overrides]))
+
+
+def metrics(run_dir) -> list[dict]:
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("tokens_per_s", None)  # wall-clock, the only field allowed to differ
+    return rows
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoints(run_dir)[-1] / "model.safetensors"))
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("objective", ["mlm", "masked-ar"])
+def test_resume_after_interruption_is_bit_identical(tmp_path, objective):
+    cfg = config(objective, "budget.steps=6", "train.checkpoint_every=1", "train.grad_accum=2")
+    Trainer(cfg, tmp_path / "full", progress=False).run()
+
+    def stop_at_3(t: Trainer) -> None:
+        if t.counters.step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(cfg, tmp_path / "cut", callbacks=[stop_at_3], progress=False).run()
+    assert len(metrics(tmp_path / "cut")) < len(metrics(tmp_path / "full"))
+    Trainer(cfg, tmp_path / "cut", progress=False).run()  # resumes from step 3
+
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "full")
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_run_and_other_seed_differs(tmp_path):
+    Trainer(config("clm"), tmp_path / "a", progress=False).run()
+    Trainer(config("clm"), tmp_path / "b", progress=False).run()
+    Trainer(config("clm", "seed=1"), tmp_path / "c", progress=False).run()
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert metrics(tmp_path / "a")[-1]["loss"] != metrics(tmp_path / "c")[-1]["loss"]
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm", "masked-ar"])
+def test_validation_loss_falls(tmp_path, objective):
+    Trainer(config(objective, "budget.steps=40", "train.lr=3e-3"), tmp_path, progress=False).run()
+    vals = [m["val_loss"] for m in metrics(tmp_path) if "val_loss" in m]
+    assert vals[-1] < 0.9 * vals[0], vals  # from ~ln(1000) = 6.9 nats
+
+
+def test_counters_and_token_budget(tmp_path):
+    cfg = config("mlm", "budget.tokens=1000", "train.eval_points=1")
+    Trainer(cfg, tmp_path, progress=False).run()
+    rows = metrics(tmp_path)
+    last = rows[-1]
+    assert last["tokens"] == 1024 and last["step"] == 4  # 8 blocks x 32 tokens per step
+    assert last["input_tokens"] == 4 * 8 * 33  # [CLS] + 32 tokens per block
+    assert 0.1 * last["tokens"] < last["targets"] < 0.2 * last["tokens"]
+    assert last["flops"] > 0 and rows[0]["step"] == 0 and "val_loss" in rows[0]
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    real = trainer_mod.loss_sum
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        s, n = real(model, batch)
+        return (s * float("nan") if calls["n"] > 3 + 1 else s), n  # +1: the step-0 validation
+
+    monkeypatch.setattr(trainer_mod, "loss_sum", poisoned)
+    cfg = config("clm", "budget.steps=6", "train.checkpoint_every=1", "data.val_blocks=8")
+    with pytest.raises(TrainingDiverged, match="step"):
+        Trainer(cfg, tmp_path, progress=False).run()
+    assert checkpoints(tmp_path), "the last good checkpoint is kept"
+
+
+def test_config_errors_name_the_key_and_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"trian: unknown key \(did you mean 'train'\?\)"):
+        validate(RunConfig, {"trian": {}})
+    with pytest.raises(ConfigError, match=r"model\.d_model: .*integer"):
+        validate(RunConfig, {"model": {"d_model": "big"}})
+    with pytest.raises(ConfigError, match=r"budget: .*exactly one"):
+        validate(RunConfig, {"budget": {"steps": 3, "tokens": 5}})
+    with pytest.raises(ConfigError, match=r"mask_rate: .*less than or equal to 1"):
+        trainer_mod.resolve(validate(RunConfig, {"objective": "mlm", "options": {"mask_rate": 1.5}}))
+    with pytest.raises(ConfigError, match=r"p_mask \+ p_random \+ p_keep must be 1"):
+        trainer_mod.resolve(validate(RunConfig, {"objective": "mlm", "options": {"p_mask": 0.5}}))
+    with pytest.raises(ConfigError, match=r"mask_rat: unknown key \(did you mean 'mask_rate'\?\)"):
+        trainer_mod.resolve(validate(RunConfig, {"objective": "mlm", "options": {"mask_rat": 0.2}}))
+    with pytest.raises(PluginError, match=r"unknown objective 'mlmm'\. Did you mean 'mlm'\?.*clm"):
+        trainer_mod.resolve(validate(RunConfig, {"objective": "mlmm"}))
+
+
+def test_override_syntax():
+    data = apply_overrides({"budget": {"steps": 5}}, ["budget.tokens=2e5", "options.unit=word"])
+    assert data["budget"] == {"tokens": 200000.0} and data["options"] == {"unit": "word"}
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["budget.tokens"])
