@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 import objbench
 from objbench.harness.config import (BudgetConfig, DataConfig, ModelConfig, RunConfig, Strict,
                                      TrainConfig, load_yaml, validate)
-from objbench.harness.errors import ConfigError
+from objbench.harness.errors import ConfigError, PluginError
 from objbench.harness.registry import OBJECTIVES, TASKS
 
 
@@ -77,13 +77,13 @@ class Study(Strict):
 def load_study(path: Path) -> Study:
     """Read and validate a study file completely (objectives, options, tasks) before any work."""
     from objbench.harness.trainer import resolve
-    from objbench.tasks.runner import resolve_tasks
+    from objbench.tasks.runner import resolve as resolve_tasks
 
     study = validate(Study, load_yaml(path), where=str(path))
     for i, arm in enumerate(study.arms):
         try:
             resolve(RunConfig(objective=arm.objective, options=arm.options))
-        except ConfigError as exc:
+        except (ConfigError, PluginError) as exc:
             raise ConfigError(f"{path}: arms[{i}] ({arm.name}): {exc}") from None
         missing = [s for s in OBJECTIVES.get(arm.objective).special_tokens
                    if s not in study.data.special_tokens]
@@ -91,8 +91,8 @@ def load_study(path: Path) -> Study:
             raise ConfigError(f"{path}: arm {arm.name!r} needs special tokens {missing} in "
                               f"data.special_tokens")
     try:
-        resolve_tasks(study.tasks)
-    except ConfigError as exc:
+        resolve_tasks(list(study.tasks), study.tasks)
+    except (ConfigError, PluginError) as exc:
         raise ConfigError(f"{path}: tasks: {exc}") from None
     return study
 
