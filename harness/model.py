@@ -86,9 +86,9 @@ class Encoder(nn.Module):
             raise ValueError(f"sequence length {T} exceeds model.max_len={self.cfg.max_len}")
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        x = self.tok(input_ids) + self.pos(position_ids)
-        if segment_ids is not None:
-            x = x + self.seg(segment_ids)
+        # no segment ids means segment 0 everywhere, exactly as a padded pair batch reads it
+        seg = self.seg.weight[0] if segment_ids is None else self.seg(segment_ids)
+        x = self.tok(input_ids) + self.pos(position_ids) + seg
         x = self.drop(x)
         layers = [x]
         for block in self.blocks:

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 import yaml
 from pydantic import Field, model_validator
 
@@ -119,8 +120,9 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     data = prepare_data(study.data, study.train.batch_size)
     resolved = study.model_dump(mode="json")
     resolved["budget"] = {"axis": study.budget.axis, "value": study.budget.value}
-    (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    (out / "provenance.json").write_text(json.dumps(provenance(data), indent=2))
+    if _is_main():
+        (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        (out / "provenance.json").write_text(json.dumps(provenance(data), indent=2))
 
     runs = shard_of(study.run_configs(), shard)
     started, failed = time.perf_counter(), 0
@@ -131,6 +133,8 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
         eta = elapsed / n * (len(runs) - n)
         print(f"[{n}/{len(runs)}] {arm.name} seed {cfg.seed}: {state} ({seconds:.0f}s); "
               f"study ETA {eta / 60:.1f} min", flush=True)
+    if not _is_main():
+        return failed == 0
     for name, path in build_report(out).items():
         if name in ("report.md", "report.html"):
             print(f"{name}: {out / name}")
@@ -164,11 +168,13 @@ def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tupl
     t0 = time.perf_counter()
     _write_status(status_path, arm, cfg, chash, "running", None, 0.0)
     try:
-        trainer = Trainer(cfg, run_dir, data=data)
-        trainer.run()
-        rows, items = evaluate_run(study, arm, cfg, run_dir)
-        _write_jsonl(run_dir / "results.jsonl", rows)
-        _write_jsonl(run_dir / "items.jsonl", items)
+        Trainer(cfg, run_dir, data=data).run()
+        if _is_main():  # under torchrun every rank trains; rank 0 alone probes and writes
+            rows, items = evaluate_run(study, arm, cfg, run_dir)
+            _write_jsonl(run_dir / "results.jsonl", rows)
+            _write_jsonl(run_dir / "items.jsonl", items)
+        if dist.is_initialized():
+            dist.barrier()
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -223,8 +229,14 @@ def _fail(path: Path, arm: Arm, cfg: RunConfig, chash: str, exc: BaseException, 
     return "failed"
 
 
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def _write_status(path: Path, arm: Arm, cfg: RunConfig, chash: str, state: str,
                   error: str | None, seconds: float) -> None:
+    if not _is_main():
+        return
     status = {"state": state, "error": error, "config_hash": chash, "wall_time_s": round(seconds, 2),
               "arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options}
     _atomic_write(path, json.dumps(status, indent=2))

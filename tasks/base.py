@@ -1,0 +1,79 @@
+"""The task contract: a task reads a trained model and returns tidy result rows.
+
+A task never trains the run's model and never special-cases an objective's name: it reads
+features and scores through `TrainedModel`, which applies the objective's declared reading
+rules (attention, pooling, scoring). Tasks register through the entry-point group
+``objbench.tasks``; built-ins use the same path as third-party packages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from objbench.harness.reading import TrainedModel
+
+ROW_KEYS = ("task", "metric", "value", "n", "layer", "pooling", "split", "group", "higher_is_better")
+ITEM_KEYS = ("task", "metric", "layer", "item", "value")
+
+
+class Options(BaseModel):
+    """Base for a task's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class TaskResult:
+    """What a task returns: one row per value, plus per-item values for paired tests.
+
+    ``rows`` have exactly `ROW_KEYS`: ``layer`` is the layer read (0 = embeddings, None when
+    the value is not per layer), ``pooling`` the sentence reading (``cls``, ``last``,
+    ``mean``; None when nothing is pooled), ``group`` a subset such as a phenomenon (None =
+    all). ``items`` have exactly `ITEM_KEYS`: one value per test item (e.g. 1.0 / 0.0 for
+    correct / wrong), with item ids stable across runs so arms can be paired.
+    """
+
+    task: str
+    rows: list[dict] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)
+
+    def add(self, metric: str, value: float, n: int, *, layer: int | None = None,
+            pooling: str | None = None, split: str = "test", group: str | None = None,
+            higher_is_better: bool = True) -> None:
+        self.rows.append({"task": self.task, "metric": metric, "value": float(value), "n": int(n),
+                          "layer": layer, "pooling": pooling, "split": split, "group": group,
+                          "higher_is_better": higher_is_better})
+
+    def add_items(self, metric: str, layer: int | None, ids: Iterable[str], values: Iterable[float]) -> None:
+        ids, values = list(ids), list(values)
+        if len(ids) != len(values):
+            raise ValueError(f"{len(ids)} item ids but {len(values)} values for {self.task}/{metric}")
+        self.items.extend({"task": self.task, "metric": metric, "layer": layer, "item": str(i),
+                           "value": float(v)} for i, v in zip(ids, values))
+
+    def extend(self, other: "TaskResult") -> None:
+        self.rows.extend(other.rows)
+        self.items.extend(other.items)
+
+
+class Task(ABC):
+    """A probe task. Subclasses set the class variables and implement `run`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # one line, shown by `objbench tasks`
+    Options: ClassVar[type[Options]] = Options
+    #: needs a Hugging Face hub connection (skipped by offline test suites)
+    needs_hub: ClassVar[bool] = False
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    @abstractmethod
+    def run(self, model: "TrainedModel", seed: int) -> TaskResult:
+        """Evaluate ``model``; all randomness (probe init, control labels, batch order) from ``seed``."""

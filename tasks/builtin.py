@@ -1,0 +1,268 @@
+"""The built-in tasks, registered in pyproject.toml exactly like third-party ones.
+
+Every split is cut to its cap by a fixed permutation (seed 0, never the run seed), so every
+run, seed and arm sees the same items and per-item results pair up across arms; a larger cap
+keeps a superset. The default caps keep the whole set of tasks fast on a quickstart-sized
+model on a laptop CPU; raise them for a real study (``--set sentiment.max_train=null`` = all).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+from pydantic import Field
+
+from objbench.harness.reading import Text, TrainedModel
+from objbench.tasks import probe_data
+from objbench.tasks.base import Options, Task, TaskResult
+from objbench.tasks.finetune import Labelled, finetune
+from objbench.tasks.probing import (TOKEN_POOLING, ProbeSplit, add_probe_rows, majority_acc,
+                                    pair_features, pooled_features, probe_layers, ridge_layers)
+from objbench.tasks.zero_shot import minimal_pairs
+
+SPLITS = ("train", "validation", "test")
+Reading = Literal["probe", "finetune"]
+
+
+def _cap(default: int | None, unit: str) -> Any:
+    return Field(default, ge=2, description=f"{unit} kept (a fixed subset, the same for every run); null = all")
+
+
+class SplitCaps(Options):
+    """How many examples of each split to keep; tasks override the defaults."""
+
+    max_train: int | None = _cap(None, "training examples")
+    max_validation: int | None = _cap(None, "validation examples")
+    max_test: int | None = _cap(None, "test examples")
+
+    def caps(self) -> dict[str, int | None]:
+        return {"train": self.max_train, "validation": self.max_validation, "test": self.max_test}
+
+
+class ProbeOptions(Options):
+    C: list[float] = Field([1.0], min_length=1,
+                           description="inverse L2 strengths of the logistic probe, picked on validation")
+    max_iter: int = Field(200, ge=1,
+                          description="L-BFGS iterations per probe: a fixed budget, the same for every arm")
+
+
+class PoolingOptions(Options):
+    mean_pooling: bool = Field(True,
+                               description="also probe mean-pooled features, besides the objective's own pooling")
+
+
+class FinetuneOptions(Options):
+    lrs: list[float] = Field([1e-4, 3e-4], min_length=1,
+                             description="AdamW learning rates tried; the best on validation is kept")
+    epochs: int = Field(2, ge=1, description="passes over the training subset per learning rate")
+    batch_size: int = Field(32, ge=1, description="examples per fine-tuning step")
+
+
+def _subsets(data: datasets.DatasetDict,
+             caps: dict[str, int | None]) -> tuple[dict[str, datasets.Dataset], list[str]]:
+    """Each split cut to its cap, and the kept test items' ids (their index in the full split)."""
+    out, test_ids = {}, []
+    for split in SPLITS:
+        ds = data[split]
+        keep = np.arange(ds.num_rows)
+        if caps[split] is not None and caps[split] < ds.num_rows:
+            keep = np.sort(np.random.default_rng(0).permutation(ds.num_rows)[: caps[split]])
+            ds = datasets.Dataset.from_dict(ds[keep.tolist()], features=ds.features)
+        out[split] = ds
+        if split == "test":
+            test_ids = [str(i) for i in keep]
+    return out, test_ids
+
+
+def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
+             labels: dict[str, np.ndarray], test_ids: list[str], o: SentimentOptions | HFOptions,
+             seed: int) -> None:
+    """Sentence (or pair) classification: majority baseline, probes per layer, fine-tuning."""
+    n_test, n_val = len(labels["test"]), len(labels["validation"])
+    result.add("majority_acc", majority_acc(labels["train"], labels["test"]), n_test)
+    declared = model.objective.pooling
+    if "probe" in o.readings:
+        feats = {s: pooled_features(model, texts[s], o.mean_pooling, desc=f"{result.task} {s}") for s in SPLITS}
+        for pooling in feats["train"]:
+            splits = [ProbeSplit(feats[s][pooling], labels[s], np.array([str(t) for t in texts[s]])) for s in SPLITS]
+            add_probe_rows(result, probe_layers(*splits, seed=seed, cs=o.C, max_iter=o.max_iter), pooling,
+                           test_ids if pooling == declared else None)
+    if "finetune" in o.readings:
+        n_classes = int(max(y.max() for y in labels.values())) + 1
+        ft = finetune(model, *(Labelled(texts[s], labels[s]) for s in SPLITS), n_classes=n_classes,
+                      lrs=o.lrs, epochs=o.epochs, batch_size=o.batch_size, seed=seed)
+        result.add("finetune_acc", ft.test_score, n_test, pooling=declared)
+        result.add("finetune_acc", ft.val_score, n_val, pooling=declared, split="validation")
+        result.add_items("finetune_acc", None, test_ids, ft.test_pred == labels["test"])
+
+
+def regress(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
+            scores: dict[str, np.ndarray], o: STSBOptions | HFOptions, seed: int) -> None:
+    """Scored sentence pairs (or sentences): fine-tuning and ridge probes, by Spearman correlation."""
+    n_test, n_val = len(scores["test"]), len(scores["validation"])
+    declared = model.objective.pooling
+    if "finetune" in o.readings:
+        ft = finetune(model, *(Labelled(texts[s], scores[s]) for s in SPLITS), n_classes=None,
+                      lrs=o.lrs, epochs=o.epochs, batch_size=o.batch_size, seed=seed)
+        result.add("finetune_spearman", ft.test_score, n_test, pooling=declared)
+        result.add("finetune_spearman", ft.val_score, n_val, pooling=declared, split="validation")
+    if "probe" in o.readings:
+        feats = {s: _regression_features(model, texts[s], o.mean_pooling, f"{result.task} {s}") for s in SPLITS}
+        for pooling in feats["train"]:
+            splits = [ProbeSplit(feats[s][pooling], scores[s]) for s in SPLITS]
+            for layer, rho in enumerate(ridge_layers(*splits, alphas=o.alphas)):
+                result.add("probe_spearman", rho, n_test, layer=layer, pooling=pooling)
+
+
+def _regression_features(model: TrainedModel, texts: list[Text], mean: bool, desc: str) -> dict[str, np.ndarray]:
+    """Pooled features; for pairs, each sentence encoded alone and combined (SentEval style)."""
+    if isinstance(texts[0], str):
+        return pooled_features(model, texts, mean, desc=desc)
+    a = pooled_features(model, [t[0] for t in texts], mean, desc=f"{desc} (first)")
+    b = pooled_features(model, [t[1] for t in texts], mean, desc=f"{desc} (second)")
+    return {p: pair_features(a[p], b[p]) for p in a}
+
+
+class SentimentOptions(SplitCaps, ProbeOptions, PoolingOptions, FinetuneOptions):
+    readings: list[Reading] = Field(["probe"], min_length=1, description="which readings to run")
+    max_train: int | None = _cap(1000, "training reviews")
+    max_validation: int | None = _cap(300, "validation reviews")
+    max_test: int | None = _cap(500, "test reviews")
+
+
+class Sentiment(Task):
+    name = "sentiment"
+    description = "Rotten Tomatoes review polarity: linear probes per layer with a control task (+ fine-tuning)"
+    Options = SentimentOptions
+
+    def run(self, model: TrainedModel, seed: int) -> TaskResult:
+        data, test_ids = _subsets(probe_data.load_sentiment(), self.options.caps())
+        probe_data.validate_labelled(datasets.DatasetDict(data), self.name, ["text"], "label")
+        result = TaskResult(self.name)
+        classify(result, model, {s: list(d["text"]) for s, d in data.items()},
+                 {s: np.array(d["label"]) for s, d in data.items()}, test_ids, self.options, seed)
+        return result
+
+
+class POSOptions(SplitCaps, ProbeOptions):
+    max_train: int | None = _cap(200, "training sentences")
+    max_validation: int | None = _cap(100, "validation sentences")
+    max_test: int | None = _cap(200, "test sentences")
+    batch_size: int = Field(64, ge=1, description="sentences per feature-extraction batch")
+
+
+class POS(Task):
+    name = "pos"
+    description = "universal POS tags of Brown words: token probes per layer with a word-type control"
+    Options = POSOptions
+
+    def run(self, model: TrainedModel, seed: int) -> TaskResult:
+        data, test_ids = _subsets(probe_data.load_pos(), self.options.caps())
+        feats, tokens, ids = {}, {}, []
+        for s, d in data.items():
+            words, tags = list(d["words"]), list(d["tags"])
+            feats[s] = model.word_features(words, self.options.batch_size)  # long sentences lose their tail
+            kept = [len(f) for f in feats[s]]
+            tokens[s] = datasets.Dataset.from_dict({
+                "words": [w for ws, k in zip(words, kept) for w in ws[:k]],
+                "tags": [t for ts, k in zip(tags, kept) for t in ts[:k]]})
+            if s == "test":
+                ids = [f"{i}:{j}" for i, k in zip(test_ids, kept) for j in range(k)]
+        probe_data.validate_labelled(datasets.DatasetDict(tokens), self.name, ["words"], "tags")
+        splits = [ProbeSplit(np.concatenate(feats[s]), np.array(tokens[s]["tags"]), np.array(tokens[s]["words"]))
+                  for s in SPLITS]
+        result = TaskResult(self.name)
+        result.add("majority_acc", majority_acc(splits[0].y, splits[2].y), len(ids))
+        layers = probe_layers(*splits, seed=seed, cs=self.options.C, max_iter=self.options.max_iter)
+        add_probe_rows(result, layers, TOKEN_POOLING, ids)
+        return result
+
+
+class STSBOptions(SplitCaps, PoolingOptions, FinetuneOptions):
+    readings: list[Reading] = Field(["finetune"], min_length=1, description="which readings to run")
+    max_train: int | None = _cap(300, "training pairs")
+    max_validation: int | None = _cap(200, "validation pairs")
+    max_test: int | None = _cap(300, "test pairs")
+    alphas: list[float] = Field([1.0, 100.0], min_length=1,
+                                description="ridge strengths of the probe, picked on validation")
+
+
+class STSB(Task):
+    name = "sts-b"
+    description = "STS-B sentence-pair similarity: fine-tuning on [CLS] A [SEP] B [SEP] (+ ridge probe), Spearman"
+    Options = STSBOptions
+
+    def run(self, model: TrainedModel, seed: int) -> TaskResult:
+        data, _ = _subsets(probe_data.load_stsb(), self.options.caps())
+        probe_data.validate_labelled(datasets.DatasetDict(data), self.name, ["sentence1", "sentence2"], "score")
+        result = TaskResult(self.name)
+        regress(result, model, {s: list(zip(d["sentence1"], d["sentence2"])) for s, d in data.items()},
+                {s: np.array(d["score"], np.float32) for s, d in data.items()}, self.options, seed)
+        return result
+
+
+class AgreementOptions(Options):
+    max_per_phenomenon: int | None = Field(
+        30, ge=1, description="pairs per phenomenon (a fixed subset, the same for every run); null = all")
+
+
+class Agreement(Task):
+    name = "agreement"
+    description = "subject-verb and determiner-noun agreement minimal pairs from Brown, scored zero-shot"
+    Options = AgreementOptions
+
+    def run(self, model: TrainedModel, seed: int) -> TaskResult:
+        pairs = probe_data.load_agreement(self.options.max_per_phenomenon)
+        result = TaskResult(self.name)
+        minimal_pairs(result, model, pairs["good"], pairs["bad"], pairs["phenomenon"],
+                      [str(i) for i in pairs["sentence_id"]])
+        return result
+
+
+class HFOptions(SplitCaps, ProbeOptions, PoolingOptions, FinetuneOptions):
+    dataset: str = Field(description="hub dataset, e.g. nyu-mll/glue")
+    config: str | None = Field(None, description="hub config, e.g. sst2")
+    text_fields: list[str] = Field(["text"], min_length=1, max_length=2,
+                                   description="one text field, or two for pairs")
+    label_field: str = Field("label", description="integer or string labels: classification; floats: regression")
+    splits: dict[str, str] = Field({"train": "train", "validation": "validation"}, description=(
+        "our split -> the hub's; without a labelled 'test', the hub's validation is the test split "
+        "and a fixed tenth of train becomes validation"))
+    readings: list[Reading] = Field(["probe"], min_length=1, description="which readings to run")
+    max_train: int | None = _cap(2000, "training examples")
+    max_validation: int | None = _cap(500, "validation examples")
+    max_test: int | None = _cap(1000, "test examples")
+    alphas: list[float] = Field([1.0, 100.0], min_length=1, description="ridge strengths (regression probes)")
+
+
+class HFTask(Task):
+    name = "hf"
+    description = "any labelled Hugging Face dataset (needs hub access): probes and/or fine-tuning"
+    Options = HFOptions
+    needs_hub = True
+
+    def __init__(self, options: HFOptions) -> None:
+        super().__init__(options)
+        self.name = f"hf:{options.dataset}" + (f"/{options.config}" if options.config else "")
+
+    def run(self, model: TrainedModel, seed: int) -> TaskResult:
+        o = self.options
+        spec = probe_data.HFTaskSpec(self.name, o.dataset, o.config, tuple(o.text_fields), o.label_field,
+                                     dict(o.splits))
+        data = probe_data.load_hf_task(spec)
+        if "test" not in data:
+            cut = data["train"].train_test_split(test_size=0.1, seed=0)
+            data = datasets.DatasetDict(train=cut["train"], validation=cut["test"], test=data["validation"])
+        data, test_ids = _subsets(data, o.caps())
+        fields = ["text"] if "text" in data["train"].column_names else ["sentence1", "sentence2"]
+        texts = {s: list(d[fields[0]]) if len(fields) == 1 else list(zip(d[fields[0]], d[fields[1]]))
+                 for s, d in data.items()}
+        result = TaskResult(self.name)
+        label = data["train"].features["label"]
+        if isinstance(label, datasets.Value) and label.dtype.startswith("float"):
+            regress(result, model, texts, {s: np.array(d["label"], np.float32) for s, d in data.items()}, o, seed)
+        else:
+            classify(result, model, texts, {s: np.array(d["label"]) for s, d in data.items()}, test_ids, o, seed)
+        return result

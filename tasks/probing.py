@@ -1,0 +1,183 @@
+"""Linear probes on frozen features, layer by layer, each with a control task.
+
+A probe is standardised features -> logistic regression (scikit-learn), with C picked on the
+validation split. Every probe is paired with a control task (Hewitt & Liang 2019): the same
+features, with each control key (a word type for token tasks, an example for sentence tasks)
+given a random label drawn from the training label distribution. Selectivity = probe accuracy
+- control accuracy: how much of the accuracy comes from the representation rather than from
+the probe memorising its inputs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import ConstantInputWarning, spearmanr
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from objbench.harness.reading import Text, TrainedModel
+from objbench.tasks.base import TaskResult
+
+MEAN = "mean"  # mean over the text tokens ([CLS] and padding excluded), at every layer
+TOKEN_POOLING = "first-subtoken"  # token tasks read each word at its first sub-token
+
+
+@dataclass
+class ProbeSplit:
+    """One split of a probing set.
+
+    ``x`` is ``(N, n_layers + 1, D)``; ``y`` the N labels; ``keys`` what the control task maps
+    to a random label (the word form for token tasks, the text for sentence tasks; not needed
+    by regression probes).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    keys: np.ndarray | None = None
+
+
+@dataclass
+class LayerProbe:
+    layer: int
+    val_acc: float
+    probe_acc: float
+    control_acc: float
+    correct: np.ndarray  # (N_test,) bool: the probe's test predictions that are right
+
+    @property
+    def selectivity(self) -> float:
+        return self.probe_acc - self.control_acc
+
+
+def control_labels(splits: Sequence[ProbeSplit], train_y: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Each split's control labels: one random label per key, fixed across splits.
+
+    Labels are drawn from the training label distribution, so the control task has the same
+    label marginals as the real one.
+    """
+    keys = np.unique(np.concatenate([s.keys for s in splits]))
+    classes, counts = np.unique(train_y, return_counts=True)
+    drawn = np.random.default_rng(seed).choice(classes, size=len(keys), p=counts / counts.sum())
+    mapping = dict(zip(keys.tolist(), drawn))
+    return [np.array([mapping[k] for k in s.keys.tolist()]) for s in splits]
+
+
+def _fit_best(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
+              cs: Sequence[float], max_iter: int, seed: int):
+    """The logistic-regression pipeline with the best validation accuracy over ``cs``.
+
+    L-BFGS stops after ``max_iter`` iterations: a fixed compute budget, the same for every arm
+    (control probes on random labels rarely converge), so convergence warnings are silenced.
+    BLAS runs single-threaded: these matrices are small, and BLAS threads contending with
+    torch's idle worker threads made fits 10-50x slower on 2 cores.
+    """
+    best, best_acc = None, -1.0
+    for c in cs:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x_tr, y_tr)
+        acc = float((clf.predict(x_va) == y_va).mean())
+        if acc > best_acc:
+            best, best_acc = clf, acc
+    return best, best_acc
+
+
+def majority_acc(train_y: np.ndarray, test_y: np.ndarray) -> float:
+    """Test accuracy of always answering the most frequent training label."""
+    classes, counts = np.unique(train_y, return_counts=True)
+    return float((test_y == classes[counts.argmax()]).mean())
+
+
+def probe_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit, seed: int,
+                 cs: Sequence[float] = (1.0,), max_iter: int = 200) -> list[LayerProbe]:
+    """Probe and control accuracy on test for every layer; C picked on validation, separately for each."""
+    c_tr, c_va, c_te = control_labels([train, validation, test], train.y, seed)
+    layers = []
+    for layer in range(train.x.shape[1]):
+        x_tr, x_va, x_te = train.x[:, layer], validation.x[:, layer], test.x[:, layer]
+        probe, val_acc = _fit_best(x_tr, train.y, x_va, validation.y, cs, max_iter, seed)
+        control, _ = _fit_best(x_tr, c_tr, x_va, c_va, cs, max_iter, seed)
+        correct = probe.predict(x_te) == test.y
+        layers.append(LayerProbe(layer, val_acc, float(correct.mean()),
+                                 float((control.predict(x_te) == c_te).mean()), correct))
+    return layers
+
+
+def add_probe_rows(result: TaskResult, layers: list[LayerProbe], pooling: str,
+                   item_ids: Sequence[str] | None) -> None:
+    """Rows for every layer; with ``item_ids``, per-item correctness at the layer best on
+    validation (never chosen on test)."""
+    n = len(layers[0].correct)
+    for p in layers:
+        result.add("probe_acc", p.probe_acc, n, layer=p.layer, pooling=pooling)
+        result.add("control_acc", p.control_acc, n, layer=p.layer, pooling=pooling, higher_is_better=False)
+        result.add("selectivity", p.selectivity, n, layer=p.layer, pooling=pooling)
+    if item_ids is not None:
+        best = max(layers, key=lambda p: p.val_acc)
+        result.add_items("probe_acc", best.layer, item_ids, best.correct)
+
+
+def ridge_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit,
+                 alphas: Sequence[float] = (1.0, 100.0)) -> list[float]:
+    """Test Spearman correlation of a ridge regression probe per layer, alpha picked on validation."""
+    out = []
+    for layer in range(train.x.shape[1]):
+        best, best_rho = None, -np.inf
+        for a in alphas:
+            with threadpool_limits(1):
+                reg = make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(train.x[:, layer], train.y)
+            rho = spearman(reg.predict(validation.x[:, layer]), validation.y)
+            if rho > best_rho:
+                best, best_rho = reg, rho
+        out.append(spearman(best.predict(test.x[:, layer]), test.y))
+    return out
+
+
+def spearman(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Spearman's rho; 0 for constant predictions (e.g. [CLS] at the embedding layer), which rank nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        rho = spearmanr(pred, gold).statistic
+    return 0.0 if np.isnan(rho) else float(rho)
+
+
+def pair_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SentEval-style features of a sentence pair from separate encodings: ``[|a - b|, a * b]``."""
+    return np.concatenate([np.abs(a - b), a * b], axis=-1)
+
+
+@torch.no_grad()
+def pooled_features(model: TrainedModel, texts: Sequence[Text], mean: bool = True,
+                    batch_size: int = 64, desc: str = "features") -> dict[str, np.ndarray]:
+    """``(N, n_layers + 1, D)`` features per pooling, from one forward pass per batch.
+
+    Always the objective's declared pooling (``model.objective.pooling``); with ``mean`` also
+    the mean over text tokens, which reads every objective the same way.
+    """
+    cfg = model.cfg.model
+    names = [model.objective.pooling, *([MEAN] if mean else [])]
+    out = {p: np.zeros((len(texts), cfg.n_layers + 1, cfg.d_model), np.float32) for p in names}
+    order = np.argsort([len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts])
+    dev = model.device
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False):
+        idx = order[start:start + batch_size]
+        x = model.inputs([texts[i] for i in idx])
+        layers = model.model(x.input_ids.to(dev), x.attn.to(dev), None, x.segment_ids.to(dev), all_layers=True)
+        h = torch.stack(layers, 2).float().cpu()  # (B, T, L + 1, D)
+        out[names[0]][idx] = h[torch.arange(len(idx)), x.pool_index].numpy()
+        if mean:
+            pos = torch.arange(h.shape[1])
+            text = ((pos >= 1) & (pos < x.lengths[:, None])).float()  # skip [CLS] and padding
+            total = (h * text[:, :, None, None]).sum(1)
+            out[MEAN][idx] = (total / text.sum(1).clamp(min=1)[:, None, None]).numpy()
+    return out

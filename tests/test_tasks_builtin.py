@@ -1,0 +1,133 @@
+"""Every registered task runs end to end on tiny models and returns well-formed rows and items."""
+
+from __future__ import annotations
+
+import math
+
+import datasets
+import pytest
+
+from objbench.harness.config import validate
+from objbench.harness.errors import DataError
+from objbench.harness.reading import TrainedModel
+from objbench.harness.registry import OBJECTIVES, TASKS
+from objbench.tasks import probe_data
+from objbench.tasks.base import ITEM_KEYS, ROW_KEYS, Task
+
+FAST = {"epochs": 1, "lrs": [1e-3], "max_iter": 50}
+TINY_OPTIONS = {
+    "sentiment": {"max_train": 60, "max_validation": 40, "max_test": 40, "readings": ["probe", "finetune"], **FAST},
+    "pos": {"max_train": 15, "max_validation": 8, "max_test": 8, "max_iter": 50},
+    "sts-b": {"max_train": 40, "max_validation": 20, "max_test": 20, "readings": ["probe", "finetune"],
+              **{k: v for k, v in FAST.items() if k != "max_iter"}},
+    "agreement": {"max_per_phenomenon": 2},
+}
+OFFLINE = [n for n in TASKS.names() if not TASKS.get(n).needs_hub]
+
+
+def build(name: str, **options) -> Task:
+    cls = TASKS.get(name)
+    return cls(validate(cls.Options, {**TINY_OPTIONS.get(name, {}), **options}, where=f"task {name!r}"))
+
+
+def test_the_built_in_tasks_are_registered():
+    assert {"sentiment", "pos", "sts-b", "agreement", "hf"} <= set(TASKS.names())
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        assert issubclass(cls, Task) and cls.description and "\n" not in cls.description
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+@pytest.mark.parametrize("name", OFFLINE)
+def test_task_runs_end_to_end(tiny_run, name, objective):
+    model = TrainedModel(tiny_run(objective))
+    task = build(name)
+    result = task.run(model, seed=0)
+    assert result.rows, f"{name} returned no rows"
+    n_layers = model.cfg.model.n_layers
+    for row in result.rows:
+        assert tuple(row) == ROW_KEYS
+        assert row["task"] == task.name and isinstance(row["metric"], str)
+        assert isinstance(row["value"], float) and math.isfinite(row["value"])
+        assert isinstance(row["n"], int) and row["n"] > 0
+        assert row["layer"] is None or 0 <= row["layer"] <= n_layers
+        assert row["split"] in ("train", "validation", "test")
+        assert isinstance(row["higher_is_better"], bool)
+        if row["metric"].endswith(("acc", "acc_sum", "acc_mean")):
+            assert 0.0 <= row["value"] <= 1.0
+    for item in result.items:
+        assert tuple(item) == ITEM_KEYS and item["task"] == task.name and isinstance(item["item"], str)
+    keys = [(r["metric"], r["layer"], r["pooling"], r["split"], r["group"]) for r in result.rows]
+    assert len(keys) == len(set(keys)), "one row per value"
+    items = [(i["metric"], i["layer"], i["item"]) for i in result.items]
+    assert len(items) == len(set(items)), "one value per item"
+    # the objective's declared pooling, never its name, decides how sentences are read
+    poolings = {r["pooling"] for r in result.rows} - {None}
+    assert model.objective.pooling in poolings or not poolings or poolings == {"first-subtoken"}
+
+
+def test_probe_rows_per_layer_and_pooling(tiny_run):
+    model = TrainedModel(tiny_run("clm"))
+    rows = build("sentiment", readings=["probe"]).run(model, seed=0).rows
+    layers = range(model.cfg.model.n_layers + 1)
+    for pooling in ("last", "mean"):
+        for metric in ("probe_acc", "control_acc", "selectivity"):
+            got = {r["layer"] for r in rows if r["metric"] == metric and r["pooling"] == pooling}
+            assert got == set(layers), (metric, pooling)
+    [majority] = [r for r in rows if r["metric"] == "majority_acc"]
+    assert majority["layer"] is None and majority["pooling"] is None
+    by = {(r["metric"], r["layer"], r["pooling"]): r["value"] for r in rows}
+    for layer in layers:
+        assert by["selectivity", layer, "last"] == pytest.approx(
+            by["probe_acc", layer, "last"] - by["control_acc", layer, "last"])
+
+
+def test_same_seed_same_rows_and_subsets_do_not_follow_the_seed(tiny_run):
+    model = TrainedModel(tiny_run("mlm"))
+    task = build("sentiment", readings=["probe"])
+    a, b, c = task.run(model, seed=1), task.run(model, seed=1), task.run(model, seed=2)
+    assert a.rows == b.rows and a.items == b.items
+    assert {i["item"] for i in a.items} == {i["item"] for i in c.items}  # same items: arms pair up
+
+
+def test_pos_items_name_words_of_test_sentences(tiny_run):
+    model = TrainedModel(tiny_run("mlm"))
+    result = build("pos").run(model, seed=0)
+    [majority] = [r for r in result.rows if r["metric"] == "majority_acc"]
+    assert len(result.items) == majority["n"]
+    assert all(":" in i["item"] for i in result.items)
+
+
+def splits(**columns) -> datasets.DatasetDict:
+    return datasets.DatasetDict({s: datasets.Dataset.from_dict(columns) for s in ("train", "validation", "test")})
+
+
+def test_a_single_label_class_is_a_clear_error(tiny_run, monkeypatch):
+    monkeypatch.setattr(probe_data, "load_sentiment", lambda: splits(
+        text=["a fine film", "dull", "great fun"], label=[1, 1, 1], movie=["x", "y", "z"]))
+    with pytest.raises(DataError, match=r"sentiment.*'label'.*single value"):
+        build("sentiment").run(TrainedModel(tiny_run("mlm")), seed=0)
+
+
+def test_a_single_tag_is_a_clear_error(tiny_run, monkeypatch):
+    monkeypatch.setattr(probe_data, "load_pos", lambda: splits(
+        words=[["stocks", "fell"], ["bonds"]], tags=[["NOUN", "NOUN"], ["NOUN"]], doc=["a", "b"]))
+    with pytest.raises(DataError, match=r"pos.*'tags'.*single value"):
+        build("pos").run(TrainedModel(tiny_run("mlm")), seed=0)
+
+
+def test_a_hub_task_fails_clearly_offline(tiny_run):
+    task = build("hf", dataset="objbench-test/no-such-dataset", text_fields=["sentence"])
+    assert task.name == "hf:objbench-test/no-such-dataset"
+    with pytest.raises(DataError, match="hub"):
+        task.run(TrainedModel(tiny_run("mlm")), seed=0)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES.names())
+def test_every_objective_is_read_by_its_own_rules(tiny_run, objective):
+    """Third-party objectives included: tasks know only the declared pooling and scoring rule."""
+    model = TrainedModel(tiny_run(objective))
+    rows = build("sentiment", readings=["probe"], mean_pooling=False).run(model, seed=0).rows
+    assert {r["pooling"] for r in rows} == {model.objective.pooling, None}
+    rows = build("agreement", max_per_phenomenon=1).run(model, seed=0).rows
+    assert {r["metric"] for r in rows} == {"acc_sum", "acc_mean"}

@@ -1,0 +1,83 @@
+"""Zero-shot scoring: `TrainedModel.score` against naive one-at-a-time loops, and minimal-pair rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from objbench.harness.reading import TrainedModel
+from objbench.tasks.base import TaskResult
+from objbench.tasks.zero_shot import minimal_pairs, pair_correct
+
+# different lengths, so the packed batches in `score` carry padding
+SENTENCES = ["the company said it expects higher sales", "shares fell", "a new york bank reported"]
+
+
+def log_probs(model: TrainedModel, ids: list[int], attn: str) -> torch.Tensor:
+    """Log-softmax over the vocabulary at every position of one unpadded row (segment 0, as
+    `TrainedModel` reads every single sentence)."""
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        hidden = model.model(x, attn, None, torch.zeros_like(x))
+        return torch.log_softmax(model.model.logits(hidden).double(), -1)[0]
+
+
+def test_mlm_pseudo_log_likelihood_is_the_sum_of_one_at_a_time_masked_log_probs(tiny_run):
+    model = TrainedModel(tiny_run("mlm"))
+    cls, mask = model.vocab["[CLS]"], model.vocab["[MASK]"]
+    totals, counts = model.score(SENTENCES, max_rows=7)  # small max_rows: sentences split over batches
+    for s, total, count in zip(SENTENCES, totals, counts):
+        ids = model.ids(s)
+        naive = 0.0
+        for i, token in enumerate(ids):
+            masked = [cls, *ids[:i], mask, *ids[i + 1:]]
+            naive += float(log_probs(model, masked, "bidirectional")[i + 1, token])
+        assert count == len(ids)
+        np.testing.assert_allclose(total, naive, rtol=1e-5, atol=1e-4)
+
+
+def test_clm_score_is_the_sum_of_next_token_log_probs(tiny_run):
+    model = TrainedModel(tiny_run("clm"))
+    totals, counts = model.score(SENTENCES)
+    for s, total, count in zip(SENTENCES, totals, counts):
+        ids = model.ids(s)
+        lp = log_probs(model, [model.vocab["[CLS]"], *ids], "causal")
+        naive = sum(float(lp[i, token]) for i, token in enumerate(ids))  # position i predicts token i
+        assert count == len(ids)
+        np.testing.assert_allclose(total, naive, rtol=1e-5, atol=1e-4)
+
+
+def test_ties_are_errors():
+    sums, counts = np.array([-5.0, -4.0, -6.0]), np.array([2, 2, 3])
+    ok = pair_correct((sums, counts), (sums.copy(), counts.copy()))
+    assert not ok["acc_sum"].any() and not ok["acc_mean"].any()
+
+
+def test_summed_and_length_normalised_scores_can_disagree():
+    # good: -6 over 3 tokens (-2 per token); bad: -5 over 2 tokens (-2.5 per token)
+    ok = pair_correct((np.array([-6.0]), np.array([3])), (np.array([-5.0]), np.array([2])))
+    assert not ok["acc_sum"][0] and ok["acc_mean"][0]
+
+
+def test_identical_pairs_score_zero_with_rows_per_group_and_items(tiny_run):
+    model = TrainedModel(tiny_run("mlm"))
+    good = ["the market fell", "shares rose today", "the bank said"]
+    result = TaskResult("pairs")
+    minimal_pairs(result, model, good, list(good), ["a", "b", "a"], ["p1", "p2", "p3"])
+    by_key = {(r["metric"], r["group"]): r for r in result.rows}
+    assert set(by_key) == {(m, g) for m in ("acc_sum", "acc_mean") for g in (None, "a", "b")}
+    assert all(r["value"] == 0.0 for r in result.rows)  # a tie is never a win
+    assert by_key["acc_sum", None]["n"] == 3 and by_key["acc_sum", "a"]["n"] == 2
+    assert sorted((i["metric"], i["item"]) for i in result.items) == sorted(
+        (m, p) for m in ("acc_sum", "acc_mean") for p in ("p1", "p2", "p3"))
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_reading_adds_nothing_training_did_not_see(tiny_run, objective):
+    model = TrainedModel(tiny_run(objective))
+    x = model.inputs(["the market fell"])
+    with torch.no_grad():
+        as_read = model.model(x.input_ids, x.attn, None, x.segment_ids)
+        as_trained = model.model(x.input_ids, x.attn, None, None)
+    torch.testing.assert_close(as_read, as_trained)
