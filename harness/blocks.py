@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from objbench.harness.sources import cache_dir
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
-
-from objbench.harness.sources import cache_dir
 
 
 def pack(ds: Dataset, tok: Tokenizer, block_size: int, sep_id: int, desc: str = "") -> np.ndarray:

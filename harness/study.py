@@ -17,15 +17,22 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import objbench
 import torch.distributed as dist
 import yaml
-from pydantic import Field, model_validator
-
-import objbench
-from objbench.harness.config import (BudgetConfig, DataConfig, ModelConfig, RunConfig, Strict,
-                                     TrainConfig, load_yaml, validate)
+from objbench.harness.config import (
+    BudgetConfig,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    Strict,
+    TrainConfig,
+    load_yaml,
+    validate,
+)
 from objbench.harness.errors import ConfigError, PluginError
-from objbench.harness.registry import OBJECTIVES, TASKS
+from objbench.harness.registry import OBJECTIVES
+from pydantic import Field, model_validator
 
 
 class Arm(Strict):

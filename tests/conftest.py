@@ -56,3 +56,17 @@ def tiny_run(tmp_path_factory):
         return made[key]
 
     return make
+
+
+REAL_ARCHIVES = Path(os.environ.get("OBJBENCH_CACHE", Path.home() / ".cache" / "objbench")) / "archives"
+
+
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory):
+    """A fresh objbench cache for one module whose archives are the real, already fetched ones."""
+    root = tmp_path_factory.mktemp("objbench-cache")
+    REAL_ARCHIVES.mkdir(parents=True, exist_ok=True)
+    (root / "archives").symlink_to(REAL_ARCHIVES, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OBJBENCH_CACHE", str(root))
+        yield root

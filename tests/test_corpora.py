@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -12,26 +11,21 @@ import datasets
 import huggingface_hub
 import pandas as pd
 import pytest
-
 from objbench.harness import corpora
 from objbench.harness.corpora import (
-    corpus_fingerprint, find_verbatim, load_corpus, news_provenance, ptb_test, repair_news_text,
+    corpus_fingerprint,
+    find_verbatim,
+    load_corpus,
+    news_provenance,
+    ptb_test,
+    repair_news_text,
     stable_unit,
 )
 from objbench.harness.errors import ConfigError, DataError
 
-REAL_ARCHIVES = Path(os.environ.get("OBJBENCH_CACHE", Path.home() / ".cache" / "objbench")) / "archives"
+from tests.conftest import REAL_ARCHIVES
 
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_cache(tmp_path_factory):
-    """A fresh objbench cache for this module whose archives are the real, already fetched ones."""
-    root = tmp_path_factory.mktemp("objbench-cache")
-    REAL_ARCHIVES.mkdir(parents=True, exist_ok=True)
-    (root / "archives").symlink_to(REAL_ARCHIVES, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OBJBENCH_CACHE", str(root))
-        yield root
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def texts(ds: datasets.DatasetDict) -> dict[str, list[str]]:

@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from pathlib import Path
 
 import datasets
 import huggingface_hub
 import pyarrow.compute as pc
 import pytest
-
 from objbench.harness.corpora import find_verbatim, load_corpus
 from objbench.harness.errors import ConfigError, DataError
 from objbench.tasks import probe_data
 from objbench.tasks.probe_data import (
-    AGREEMENT_PHENOMENA, HFTaskSpec, detokenize, load_agreement, load_hf_task, load_pos,
-    load_sentiment, load_stsb, probe_provenance, universal_tag, validate_labelled,
+    AGREEMENT_PHENOMENA,
+    HFTaskSpec,
+    detokenize,
+    load_agreement,
+    load_hf_task,
+    load_pos,
+    load_sentiment,
+    load_stsb,
+    probe_provenance,
+    universal_tag,
+    validate_labelled,
 )
 
-REAL_ARCHIVES = Path(os.environ.get("OBJBENCH_CACHE", Path.home() / ".cache" / "objbench")) / "archives"
 UNIVERSAL = {"NOUN", "VERB", "ADJ", "ADV", "PRON", "DET", "ADP", "NUM", "CONJ", "PRT", ".", "X"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_cache(tmp_path_factory):
-    """A fresh objbench cache for this module whose archives are the real, already fetched ones."""
-    root = tmp_path_factory.mktemp("objbench-cache")
-    REAL_ARCHIVES.mkdir(parents=True, exist_ok=True)
-    (root / "archives").symlink_to(REAL_ARCHIVES, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OBJBENCH_CACHE", str(root))
-        yield root
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def rows(ds: datasets.DatasetDict) -> dict[str, int]:
