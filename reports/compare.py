@@ -15,6 +15,7 @@ from objbench.reports.load import KEY
 from objbench.reports.stats import PairedTest, crossed_paired_test, holm, paired_t_test
 
 ALPHA = 0.05
+OWN_LOSSES = {"val_loss"}  # compared only between arms of the same objective
 ITEM_KEY = ["task", "metric", "layer"]
 COMPARISON_COLUMNS = [
     "arm", "reference", *KEY, "higher_is_better", "n_seeds", "n_items", "reference_mean",
@@ -38,11 +39,16 @@ def compare_to_reference(
     item_sets = _item_sets(final, items, notes)
     by_key = {keys: group.set_index("seed")["value"]
               for keys, group in final[final["arm"] == reference].groupby(KEY)}
+    objective_of = (final.groupby("arm")["objective"].first() if "objective" in final
+                    else pd.Series(dtype=object))
     records = []
     for (arm, *keys), group in final[final["arm"] != reference].groupby(["arm", *KEY]):
         ref_values = by_key.get(tuple(keys))
         if ref_values is None:
             continue
+        if dict(zip(KEY, keys))["task"] in OWN_LOSSES and \
+                objective_of.get(arm) != objective_of.get(reference):
+            continue  # each objective's loss has its own targets: no common scale to compare on
         arm_values = group.set_index("seed")["value"]
         seeds = sorted(set(arm_values.index) & set(ref_values.index))
         if not seeds:

@@ -139,6 +139,17 @@ def test_lower_is_better_names_the_arm_with_the_smaller_loss():
     assert row["significant"] and row["winner"] == "new"
 
 
+def test_losses_of_different_objectives_are_not_compared():
+    rows = pd.DataFrame({
+        "arm": ["ref"] * 3 + ["same"] * 3 + ["other"] * 3, "seed": list(range(3)) * 3,
+        "objective": ["mlm"] * 6 + ["clm"] * 3, "task": "val_loss", "metric": "loss", "split": "",
+        "layer": NO_LAYER, "pooling": "", "group": "", "value": [3.0, 3.1, 3.0, 2.5, 2.6, 2.5, 1.0, 1.1, 1.0],
+        "higher_is_better": False, "budget_value": 1.0, "n": 1,
+    })
+    table, _ = compare_to_reference(rows, pd.DataFrame(), "ref")
+    assert list(table["arm"]) == ["same"]
+
+
 def test_summary_and_noise_floor_numbers():
     rows = pd.DataFrame({
         "arm": ["a"] * 3 + ["b"] * 3 + ["c"], "seed": [0, 1, 2, 0, 1, 2, 0], "task": "t",
