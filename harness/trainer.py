@@ -84,8 +84,25 @@ def loss_sum(model: Encoder, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the batch's targets, with the LM head applied only there."""
     hidden = model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids)
     keep = batch.targets != IGNORE
-    logits = model.logits(hidden[keep]).float()
+    logits = model.logits(hidden[keep])
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to fp32; fp64 kept
     return F.cross_entropy(logits, batch.targets[keep], reduction="sum"), int(keep.sum())
+
+
+class SparseLoss(torch.nn.Module):
+    """``loss_sum`` as a module: the encoder and its sparse head run inside one ``forward``.
+
+    DDP syncs gradients only for what its wrapped module's forward uses, and the head
+    (``logits``) is not part of ``Encoder.forward``; wrapping this instead of the encoder
+    keeps the head inside, and ``logits`` reachable.
+    """
+
+    def __init__(self, model: Encoder | torch.nn.Module) -> None:  # the encoder, maybe compiled
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
+        return loss_sum(self.model, batch)
 
 
 class Trainer:
@@ -111,12 +128,12 @@ class Trainer:
         self.bf16 = self.device.type == "cuda" and self.cfg.train.precision in ("auto", "bf16")
         if self.device.type == "cpu" and self.cfg.train.precision == "bf16":
             self.bf16 = True  # asked for explicitly; slow on CPUs without bf16 instructions
-        self.forward_model = self.model
+        # compile the encoder only: the sparse head's boolean indexing would break the graph
+        encoder = torch.compile(self.model) if self.cfg.train.compile else self.model
+        self.forward_model: torch.nn.Module = SparseLoss(encoder)
         if self.world > 1:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
+                self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -179,7 +196,7 @@ class Trainer:
             batch = batch.to(self.device)
             sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                s, _ = loss_sum(self.forward_model, batch)
+                s, _ = self.forward_model(batch)
                 (s * self.world / n_targets).backward()  # DDP averages over ranks; undo that
             total += float(s.detach())
         loss = self._global_sum([total])[0] / n_targets

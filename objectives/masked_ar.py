@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
-from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, collate
+from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options
 from objbench.objectives.masking import select_units, unit_ids
 
 
@@ -64,9 +65,8 @@ class MaskedAutoregression(Objective):
             units = unit_ids(blocks, o.unit, self.vocab.word_start, o.mean_span, gen)
             selected = select_units(units, torch.ones_like(blocks, dtype=torch.bool),
                                     torch.full((B,), float(quota)), gen)
-        rows = [self._infill_row(blocks[b], selected[b], gen, predict_end=True) for b in range(B)]
-        batch = collate(rows, self.vocab["[PAD]"])
-        starts = selected & ~torch.nn.functional.pad(selected, (1, 0))[:, :-1]
+        batch = self._infill(blocks, selected, gen, predict_end=True)
+        starts = selected & ~F.pad(selected, (1, 0))[:, :-1]
         batch.stats = {"r_applied": float(selected.float().mean()),
                        "spans_per_row": float(starts.sum() / B)}
         return batch
@@ -74,50 +74,79 @@ class MaskedAutoregression(Objective):
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
         n = tokens.shape[0]
         masks = torch.ones(1, n, dtype=torch.bool) if self._joint_scoring else torch.eye(n, dtype=torch.bool)
-        return collate([self._infill_row(tokens, m, None, predict_end=False) for m in masks],
-                       self.vocab["[PAD]"])
+        return self._infill(tokens.expand(len(masks), n), masks, None, predict_end=False)
 
-    def _infill_row(self, tok: torch.Tensor, m: torch.Tensor, gen: torch.Generator | None,
-                    predict_end: bool) -> ObjectiveBatch:
-        """Parts A and B for one row of clean tokens ``tok`` with masked positions ``m``."""
+    def _infill(self, tok: torch.Tensor, m: torch.Tensor, gen: torch.Generator | None,
+                predict_end: bool) -> ObjectiveBatch:
+        """Parts A and B for rows of clean tokens ``tok (R, T)`` with masked positions ``m``.
+
+        Row r is ``[part A | part B | padding]``; padded positions attend only to themselves.
+        Batched over rows: the only per-row work is drawing each row's span order, which
+        keeps the generator's stream (and so every batch) independent of the batching.
+        """
         v = self.vocab
-        T = tok.shape[0]
-        idx = torch.arange(T)
-        start = m & ~torch.cat([torch.zeros(1, dtype=torch.bool), m[:-1]])
-        span_of = start.long().cumsum(0) - 1  # span id, valid where m
-        k = int(start.sum())
-        span_start = idx[start]
-
-        keep_a = ~m | start  # unmasked tokens, and one [MASK] per span
-        a_ids = torch.cat([torch.tensor([v["[CLS]"]]), torch.where(start, v["[MASK]"], tok)[keep_a]])
-        a_pos = torch.cat([torch.tensor([0]), (idx + 1)[keep_a]])  # [CLS] sits at 0
-        a_src = torch.cat([torch.tensor([-1]), torch.where(m, -1, idx)[keep_a]])
+        R, T = tok.shape
+        idx = torch.arange(T).expand(R, T)
+        start = m & ~F.pad(m, (1, 0))[:, :-1]
+        span_of = (start.long().cumsum(1) - 1).clamp(min=0)  # span id, valid where m
+        span_start = torch.where(start, idx, -1).cummax(1).values  # first position of p's span
+        k = start.sum(1)
 
         random_order = self.options.order == "random" and gen is not None
-        rank = torch.randperm(k, generator=gen) if random_order else torch.arange(k)
-        pos_m = idx[m]
-        offset = pos_m - span_start[span_of[pos_m]] + 1  # 1-based place inside its span
-        keys = torch.cat([rank * (T + 1), rank[span_of[pos_m]] * (T + 1) + offset])
-        order = keys.argsort()
-        b_ids = torch.cat([torch.full((k,), v["[S]"]), tok[pos_m]])[order]
-        b_src = torch.cat([torch.full((k,), -1), pos_m])[order]
-        # [S] sits at its span's first token; a span token at the position after its own
-        b_pos = torch.cat([span_start + 1, pos_m + 2])[order]
-        next_is_token = torch.cat([b_src[1:] >= 0, torch.tensor([False])])
-        end = v["[E]"] if predict_end else IGNORE
-        b_tg = torch.where(next_is_token, b_ids.roll(-1), end)
-        b_tsrc = torch.where(next_is_token, b_src.roll(-1), -1)
+        rank = torch.zeros(R, T, dtype=torch.long)  # rank[r, s]: place of span s in part B
+        for r in range(R):
+            n = int(k[r])
+            rank[r, :n] = torch.randperm(n, generator=gen) if random_order else torch.arange(n)
+        span_rank = rank.gather(1, span_of)
 
-        la, lb = a_ids.shape[0], b_ids.shape[0]
-        attn = torch.zeros(la + lb, la + lb, dtype=torch.bool)
-        attn[:, :la] = True
-        attn[:la, la:] = False
-        attn[la:, la:] = torch.tril(torch.ones(lb, lb, dtype=torch.bool))
+        # part A: [CLS], then unmasked tokens and one [MASK] per span, in text order
+        keep_a = F.pad(~m | start, (1, 0), value=True)
+        a_ids = torch.cat([torch.full((R, 1), v["[CLS]"]), torch.where(start, v["[MASK]"], tok)], 1)
+        a_pos = torch.cat([torch.zeros(R, 1, dtype=torch.long), idx + 1], 1)  # [CLS] sits at 0
+        a_src = torch.cat([torch.full((R, 1), -1), torch.where(m, -1, idx)], 1)
+        la = keep_a.sum(1)
+        a_order = (~keep_a).long().argsort(dim=1, stable=True)[:, : int(la.max())]  # kept first, in order
+        a_ids, a_pos, a_src = (t.gather(1, a_order) for t in (a_ids, a_pos, a_src))
+
+        # part B: candidates are an [S] at every span start and every masked token; spans in
+        # rank order, each [S] first, then its tokens left to right
+        key = torch.cat([span_rank * (T + 1), span_rank * (T + 1) + idx - span_start + 1], 1)
+        key = key.masked_fill(~torch.cat([start, m], 1), (T + 1) ** 2)  # not a candidate: last
+        lb = k + m.sum(1)
+        b_order = key.argsort(dim=1, stable=True)[:, : int(lb.max())]
+        b_ids = torch.cat([torch.full((R, T), v["[S]"]), tok], 1).gather(1, b_order)
+        b_src = torch.cat([torch.full((R, T), -1), idx], 1).gather(1, b_order)
+        # [S] sits at its span's first token; a span token at the position after its own
+        b_pos = torch.cat([idx + 1, idx + 2], 1).gather(1, b_order)
+        Lb = b_order.shape[1]
+        next_is_token = F.pad(b_src[:, 1:] >= 0, (0, 1), value=False) & \
+            (torch.arange(Lb) + 1 < lb[:, None])
+        b_tg = torch.where(next_is_token, b_ids.roll(-1, 1), v["[E]"] if predict_end else IGNORE)
+        b_tsrc = torch.where(next_is_token, b_src.roll(-1, 1), -1)
+
+        # lay out [A | B | padding]: output column i of row r reads A's column i while i < la,
+        # then B's column i - la; past the row's length it is padding
+        n_row = la + lb
+        L = int(n_row.max())
+        col = torch.arange(L).expand(R, L)
+        in_a, in_b = col < la[:, None], (col >= la[:, None]) & (col < n_row[:, None])
+        a_col, b_col = col.clamp(max=a_ids.shape[1] - 1), (col - la[:, None]).clamp(0, Lb - 1)
+
+        def place(a: torch.Tensor | int, b: torch.Tensor, pad: int) -> torch.Tensor:
+            a_vals = a.gather(1, a_col) if isinstance(a, torch.Tensor) else torch.full((R, L), a)
+            return torch.where(in_a, a_vals, torch.where(in_b, b.gather(1, b_col), pad))
+
+        q, key_ = col[:, :, None], col[:, None, :]
+        la_, n_ = la[:, None, None], n_row[:, None, None]
+        attn = (q < n_) & (key_ < n_) & ((key_ < la_) | ((q >= la_) & (key_ >= la_) & (key_ <= q)))
+        attn = attn | ((q >= n_) & (q == key_))  # padding attends to itself
         return ObjectiveBatch(
-            input_ids=torch.cat([a_ids, b_ids])[None],
-            targets=torch.cat([torch.full((la,), IGNORE), b_tg])[None],
-            attn=attn[None],
-            source_index=torch.cat([a_src, b_src])[None],
-            target_source=torch.cat([torch.full((la,), -1), b_tsrc])[None],
-            position_ids=torch.cat([a_pos, b_pos])[None],
+            input_ids=place(a_ids, b_ids, v["[PAD]"]),
+            targets=place(IGNORE, b_tg, IGNORE),
+            attn=attn,
+            source_index=place(a_src, b_src, -1),
+            target_source=place(-1, b_tsrc, -1),
+            position_ids=place(a_pos, b_pos, 0),
+            segment_ids=torch.zeros(R, L, dtype=torch.long),
+            row_index=torch.zeros(R, dtype=torch.long),
         )

@@ -1,0 +1,1 @@
+"""Benchmarks (developer tools, not shipped): step throughput, data pipeline, GPU check."""

@@ -1,0 +1,138 @@
+"""The shared encoder against slow, obvious reference code: attention, sparse head, FLOPs, compile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from objbench.harness.config import ModelConfig
+from objbench.harness.flops import forward_flops, train_flops
+from objbench.harness.model import Encoder
+from objbench.harness.trainer import loss_sum
+from objbench.objectives.base import IGNORE, attention_matrix
+from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder
+
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second thread only adds waiting on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def naive_hidden(model: Encoder, ids: torch.Tensor, attn, position_ids=None, segment_ids=None) -> torch.Tensor:
+    """The encoder written out with an explicit softmax over masked scores (eval mode)."""
+    B, T = ids.shape
+    pos = position_ids if position_ids is not None else torch.arange(T).expand(B, T)
+    seg = segment_ids if segment_ids is not None else torch.zeros_like(ids)
+    x = model.tok(ids) + model.pos(pos) + model.seg(seg)
+    allowed = attention_matrix(attn, ids)[:, None]  # (B, 1, T, T), True = may attend
+    for blk in model.blocks:
+        D = x.shape[-1]
+        H, dh = blk.n_heads, D // blk.n_heads
+        q, k, v = (t.reshape(B, T, H, dh).transpose(1, 2) for t in blk.qkv(blk.ln1(x)).split(D, -1))
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(~allowed, float("-inf"))
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)
+        x = x + blk.proj(y)
+        x = x + blk.ff_out(F.gelu(blk.ff_in(blk.ln2(x))))
+    return model.ln_f(x)
+
+
+def encoder(dtype: torch.dtype) -> Encoder:
+    return tiny_encoder().to(dtype)
+
+
+def random_mask(B: int, T: int, seed: int) -> torch.Tensor:
+    """Random bool attention; every position sees itself so no softmax row is empty."""
+    m = torch.rand(B, T, T, generator=torch.Generator().manual_seed(seed)) < 0.5
+    return m | torch.eye(T, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
+def test_sdpa_matches_naive_attention(dtype, pattern):
+    model = encoder(dtype)
+    ids = random_blocks(3, 10, seed=0)
+    attn, pos, seg = pattern, None, None
+    if pattern == "random-bool":
+        attn = random_mask(3, 10, seed=1)
+    elif pattern == "masked-ar":  # bool (B, T', T') with part A / part B structure and padding rows
+        batch = make_objective("masked-ar", r=0.3).make_batch(ids, torch.Generator().manual_seed(2))
+        ids, attn, pos, seg = batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids
+    with torch.no_grad():
+        got = model(ids, attn, pos, seg)
+        want = naive_hidden(model, ids, attn, pos, seg)
+    torch.testing.assert_close(got, want, atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_is_causal_fast_path_equals_explicit_tril_mask(dtype):
+    model = encoder(dtype)
+    ids = random_blocks(4, 12, seed=3)
+    tril = torch.tril(torch.ones(12, 12, dtype=torch.bool)).expand(4, 12, 12)
+    full = torch.ones(4, 12, 12, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, "causal"), model(ids, tril), atol=TOL[dtype], rtol=TOL[dtype])
+        torch.testing.assert_close(model(ids, "bidirectional"), model(ids, full), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["mlm", "clm", "masked-ar"])
+def test_sparse_head_loss_and_grads_equal_full_head(name):
+    """Applying the head only where targets exist changes nothing but the cost."""
+    batch = make_objective(name).make_batch(random_blocks(3, 12, seed=4), torch.Generator().manual_seed(5))
+    sparse_model, full_model = tiny_encoder(), tiny_encoder()
+    s, n = loss_sum(sparse_model, batch)
+    s.backward()
+    hidden = full_model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids)
+    logits = full_model.logits(hidden)  # (B, T', V): every position
+    full = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), batch.targets.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+    full.backward()
+    assert n == batch.n_targets > 0
+    torch.testing.assert_close(s, full, atol=1e-12, rtol=1e-12)
+    for (name_, a), b in zip(sparse_model.named_parameters(), full_model.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-12, rtol=1e-10, msg=name_)
+
+
+def test_flops_pinned_by_hand():
+    cfg = ModelConfig(d_model=8, n_layers=2, n_heads=2, d_ff=16, max_len=8)
+    # per token and layer: QKV 3*8*8 + output 8*8 + FFN 2*8*16 = 512 multiply-adds = 1024 FLOPs
+    # per sequence and layer: QK^T and AV over 4x4 scores, 4*4*8 multiply-adds each = 512 FLOPs
+    # body: 2 layers * (2 sequences * 4 tokens * 1024 + 2 sequences * 512) = 18432
+    # head: 3 targets * 8 * 10 vocab multiply-adds = 480 FLOPs
+    assert forward_flops(cfg, vocab_size=10, batch=2, seq_len=4, n_targets=3) == 18432 + 480
+    assert train_flops(cfg, vocab_size=10, batch=2, seq_len=4, n_targets=3) == 3 * (18432 + 480)
+
+
+@pytest.mark.parametrize("name", ["mlm", "clm"])
+def test_flops_equal_the_matmuls_a_training_step_runs(name):
+    """flops.py counts what runs: checked against torch's FLOP counter on the math SDPA path
+    (the CPU flash kernel is not registered with the counter; the math path is plain bmm)."""
+    model = tiny_encoder().float()
+    batch = make_objective(name).make_batch(random_blocks(2, 10, seed=6), torch.Generator().manual_seed(7))
+    B, T = batch.input_ids.shape
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        s, n = loss_sum(model, batch)
+        s.backward()
+    assert counter.get_total_flops() == train_flops(model.cfg, VOCAB_SIZE, B, T, n)
+
+
+def test_compiled_encoder_matches_eager():
+    model = tiny_encoder().float()
+    ids = random_blocks(2, 12, seed=8)
+    with torch.no_grad():
+        eager = model(ids, "causal")
+        try:
+            compiled = torch.compile(model, dynamic=False)(ids, "causal")
+        except Exception as exc:  # no C++ toolchain, unsupported CPU, ...: say which
+            pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}"[:400])
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
