@@ -118,3 +118,13 @@ def test_override_syntax():
     assert data["budget"] == {"tokens": 200000.0} and data["options"] == {"unit": "word"}
     with pytest.raises(ConfigError, match="key.path=value"):
         apply_overrides({}, ["budget.tokens"])
+
+
+def test_third_party_objective_trains_through_the_same_loop(tiny_run):
+    """The example package (pip-installed by conftest) trains like a built-in."""
+    from objbench.harness.registry import OBJECTIVES
+
+    assert OBJECTIVES.get("reverse-clm").__module__ == "objbench_reverse_lm"
+    rows = metrics(tiny_run("reverse-clm", "budget.steps=12", "train.lr=3e-3"))
+    vals = [m["val_loss"] for m in rows if "val_loss" in m]
+    assert rows[-1]["step"] == 12 and vals[-1] < vals[0]
