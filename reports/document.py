@@ -67,6 +67,7 @@ def build_document(analysis: Analysis) -> list[Block]:
         *_runs_not_used(analysis.data),
         *_problems(analysis),
         *_final_results(analysis),
+        *_baselines(analysis.summary),
         *_comparisons(analysis),
         *_noise(analysis),
         *_figures(analysis),
@@ -151,6 +152,32 @@ def _final_results(analysis: Analysis) -> list[Block]:
     if single:
         note += " With a single seed no interval can be estimated: shown as n/a."
     return [Heading("Final results", 2), Paragraph(note), Table(_drop_empty_keys(table))]
+
+
+def _baselines(summary: pd.DataFrame) -> list[Block]:
+    """Does each arm's best probe beat the task's majority-class baseline? Said in words."""
+    majority = summary[summary["metric"] == "majority_acc"].groupby("task")["mean"].first()
+    probes = summary[(summary["metric"] == "probe_acc") & summary["task"].isin(majority.index)]
+    if probes.empty:
+        return []
+    best = probes.loc[probes.groupby(["task", "arm"])["mean"].idxmax()]
+    verdicts = []
+    for row in best.itertuples():
+        base = majority[row.task]
+        verdicts.append("above, CI excludes it" if row.ci_low > base else
+                        "above on the mean only" if row.mean > base else "NOT above")
+    table = pd.DataFrame({
+        "task": best["task"], "arm": best["arm"],
+        "best probe": [f"layer {fmt(l)} {p}" for l, p in zip(best["layer"], best["pooling"])],
+        "probe acc": best["mean"].map(fmt), "95% CI (t)": _intervals(best["ci_low"], best["ci_high"]),
+        "majority": best["task"].map(majority).map(fmt), "verdict": verdicts,
+    })
+    return [
+        Heading("Probes against the majority baseline", 2),
+        Paragraph("Each arm's best probe (highest mean test accuracy over layers and poolings,"
+                  " so slightly optimistic) against always answering the most frequent label."),
+        Table(table),
+    ]
 
 
 def _comparisons(analysis: Analysis) -> list[Block]:

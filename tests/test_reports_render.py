@@ -221,3 +221,17 @@ def test_reports_never_import_torch():
     code = ("import sys, objbench.reports;"
             "assert 'torch' not in sys.modules, 'objbench.reports imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_baseline_verdicts_in_words():
+    from objbench.reports.document import Table, _baselines
+
+    summary = pd.DataFrame({
+        "task": "s", "arm": ["a", "a", "b", "c", "a"], "metric": ["probe_acc"] * 4 + ["majority_acc"],
+        "layer": [0, 1, 0, 0, -1], "pooling": ["cls", "cls", "mean", "cls", ""],
+        "mean": [0.70, 0.75, 0.62, 0.50, 0.60], "ci_low": [0.65, 0.72, 0.58, 0.45, 0.60],
+        "ci_high": [0.75, 0.78, 0.66, 0.55, 0.60],
+    })
+    table = next(b for b in _baselines(summary) if isinstance(b, Table)).frame.set_index("arm")
+    assert table.loc["a", "best probe"] == "layer 1 cls"
+    assert list(table["verdict"]) == ["above, CI excludes it", "above on the mean only", "NOT above"]
