@@ -67,14 +67,13 @@ class ObjectiveBatch:
     target_source: torch.Tensor
     position_ids: torch.Tensor | None = None
     segment_ids: torch.Tensor | None = None
-    row_index: torch.Tensor | None = None  # scoring: which sentence each row belongs to
     stats: dict[str, float] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "ObjectiveBatch":
         move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t
         return replace(self, **{f: move(getattr(self, f)) for f in
                                 ("input_ids", "targets", "attn", "source_index", "target_source",
-                                 "position_ids", "segment_ids", "row_index")})
+                                 "position_ids", "segment_ids")})
 
     @property
     def n_targets(self) -> int:
@@ -159,7 +158,6 @@ def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
     out_pos = torch.zeros((B, L), dtype=torch.long)
     out_seg = torch.zeros((B, L), dtype=torch.long)
     out_attn = torch.eye(L, dtype=torch.bool).repeat(B, 1, 1)
-    rows_idx = []
     b = 0
     for r in rows:
         n, t = r.input_ids.shape
@@ -170,10 +168,8 @@ def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
         if r.segment_ids is not None:
             out_seg[sl] = r.segment_ids
         out_attn[b:b + n, :t, :t] = attention_matrix(r.attn, r.input_ids)
-        rows_idx.append(r.row_index if r.row_index is not None else torch.zeros(n, dtype=torch.long))
         b += n
-    return ObjectiveBatch(out_ids, out_tg, out_attn, out_src, out_tsrc, out_pos, out_seg,
-                          torch.cat(rows_idx))
+    return ObjectiveBatch(out_ids, out_tg, out_attn, out_src, out_tsrc, out_pos, out_seg)
 
 
 def with_cls(blocks: torch.Tensor, cls_id: int) -> torch.Tensor:

@@ -148,5 +148,4 @@ class MaskedAutoregression(Objective):
             target_source=place(-1, b_tsrc, -1),
             position_ids=place(a_pos, b_pos, 0),
             segment_ids=torch.zeros(R, L, dtype=torch.long),
-            row_index=torch.zeros(R, dtype=torch.long),
         )

@@ -103,3 +103,16 @@ def test_mlm_whole_word_masks_whole_words():
         for w in words[b].unique():
             in_word = selected[b][words[b] == w]
             assert in_word.all() or not in_word.any()
+
+
+def test_masked_ar_scoring_choice_follows_its_training():
+    tokens = random_blocks(1, 6, seed=13)[0]
+    for options, rows in (({"r": 0.15}, 6), ({"r": 0.5}, 1), ({"r": 0.15, "suffix": True}, 1),
+                          ({"r": 0.9, "score": "infill-each"}, 6), ({"r": 0.15, "score": "joint"}, 1)):
+        obj = make_objective("masked-ar", **options)
+        batch = obj.score_rows(tokens)
+        assert batch.input_ids.shape[0] == rows, options
+        assert ("whole sentence" in obj.score_method) == (rows == 1)
+    # joint: one left-to-right pass where token k sees exactly the tokens before it
+    joint = make_objective("masked-ar", r=1.0, order="left-to-right").score_rows(tokens)
+    assert (joint.targets[0] != IGNORE).sum() == 6
