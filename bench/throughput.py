@@ -15,8 +15,9 @@ side runs ``DataCollatorForLanguageModeling`` inside the step, then the model wi
 
 FLOPs follow ``harness/flops.py``: matmuls only, 2 per multiply-add, attention over the full
 T x T scores, backward = 2x forward. *Useful* FLOPs are those that produce a loss: the LM head
-counts only at positions with a target. *Executed* FLOPs add what a contender computes and
-throws away (Hugging Face applies the head, and BERT its head transform, at every position).
+and the last block's query side (queries, output projection, feed-forward) count only at
+positions with a target. *Executed* FLOPs add what a contender computes and throws away
+(Hugging Face runs its last layer and its head, and BERT its head transform, at every position).
 
     python bench/throughput.py [--size reference|tiny] [--rounds N] [--out FILE.json]
 """
@@ -39,6 +40,7 @@ from objbench.harness.blocks import batch_rows
 from objbench.harness.config import BudgetConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from objbench.harness.data import PreparedData
 from objbench.harness.flops import train_flops
+from objbench.harness.model import query_rows
 from objbench.harness.trainer import Trainer
 from objbench.objectives.base import IGNORE, Vocab, special_tokens, with_cls
 
@@ -175,8 +177,9 @@ def hf_contender(name: str, size: Size, data: PreparedData, causal: bool, defaul
         opt.zero_grad(set_to_none=True)
         n, L = batch["input_ids"].shape
         targets = n * (L - 1) if causal else int((batch["labels"] != IGNORE).sum())
-        useful = train_flops(cfg, size.vocab, n, L, targets)
-        executed = train_flops(cfg, size.vocab, n, L, n * L)  # head at every position
+        rows = None if causal else query_rows(batch["labels"] != IGNORE)  # what the loss needs
+        useful = train_flops(cfg, size.vocab, n, L, targets, None if rows is None else rows.shape[1])
+        executed = train_flops(cfg, size.vocab, n, L, n * L)  # every block and the head at every position
         if not causal:
             executed += 3 * 2 * d * d * n * L  # BERT's head transform (dense d x d) at every position
         return useful, executed

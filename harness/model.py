@@ -3,7 +3,9 @@
 The model has no notion of an objective: the attention pattern arrives with the batch
 ("bidirectional", "causal", or a boolean mask) and decides whether it behaves as BERT, GPT,
 a prefix LM or a blank-infilling model. The LM head is applied only where a caller asks
-(sparse prediction), so objectives that predict 15% of positions pay for 15%.
+(sparse prediction), so objectives that predict 15% of positions pay for 15%; for the same
+reason the last block computes its queries, output projection and feed-forward only at the
+positions whose output is asked for (``Encoder.forward(..., at=...)``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,23 @@ from torch import nn
 from objbench.harness.config import ModelConfig
 
 Attention = str | torch.Tensor  # "bidirectional" | "causal" | bool (B, T, T), True = may attend
+
+
+def query_rows(at: torch.Tensor) -> torch.Tensor | None:
+    """(B, L) positions at which the last block must compute its output to cover ``at`` (bool
+    (B, T)): each row's wanted positions in order, padded with unwanted ones to the longest
+    row's count. None when that is more than half the row, where the gathers and the explicit
+    mask would cost more than the skipped work saves (a causal LM predicts every position)."""
+    longest = int(at.sum(1).max()) if at.numel() else 0
+    if longest == 0 or 2 * longest > at.shape[1]:
+        return None
+    order = torch.sort(at.logical_not().to(torch.uint8), dim=1, stable=True).indices
+    return order[:, :longest]
+
+
+def _take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x[b, rows[b, l]] for (B, T, ...) ``x`` and (B, L) ``rows``."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], rows]
 
 
 class Block(nn.Module):
@@ -32,17 +51,37 @@ class Block(nn.Module):
         self.ff_out = nn.Linear(cfg.d_ff, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn: Attention) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn: Attention, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with ``rows`` (B, L) only those positions' outputs, (B, L, D):
+        keys and values still come from every position, so each output is exactly the same."""
         B, T, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
+        shape = (B, -1, self.n_heads, D // self.n_heads)
+        h = self.ln1(x)
+        if rows is None:
+            q, k, v = self.qkv(h).view(B, T, 3, *shape[2:]).unbind(2)
+        else:
+            w, b = self.qkv.weight, self.qkv.bias
+            k, v = F.linear(h, w[D:], b[D:]).view(B, T, 2, *shape[2:]).unbind(2)
+            q = F.linear(_take(h, rows), w[:D], b[:D]).view(shape)
+            x = _take(x, rows)
+            attn = _query_attention(attn, rows, T)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         mask = None if isinstance(attn, str) else attn[:, None]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=attn == "causal" if isinstance(attn, str) else False,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, -1, D)))
         return x + self.drop(self.ff_out(F.gelu(self.ff_in(self.ln2(x)))))
+
+
+def _query_attention(attn: Attention, rows: torch.Tensor, T: int) -> Attention:
+    """The attention pattern's rows for the queries at ``rows``: (B, L, T) bool, or as it was."""
+    if not isinstance(attn, str):
+        return _take(attn, rows)
+    if attn == "causal":  # the query at position p sees keys 0..p
+        return torch.arange(T, device=rows.device) <= rows[..., None]
+    return attn
 
 
 class Encoder(nn.Module):
@@ -75,13 +114,18 @@ class Encoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         all_layers: bool = False,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Hidden states (B, T, D) after the final norm, or every layer's output.
 
         With ``all_layers`` the list holds the embedding output first and then each block's
-        output (the last one final-normed), so index ``l`` is "after l blocks".
+        output (the last one final-normed), so index ``l`` is "after l blocks". With ``at``
+        (bool (B, T)) only the final states where it is True, as (N, D) in row-major order:
+        what the loss needs, and the last block skips its work elsewhere.
         """
         B, T = input_ids.shape
+        if all_layers and at is not None:
+            raise ValueError("all_layers and at exclude each other: all layers means every position")
         if T > self.cfg.max_len and position_ids is None:
             raise ValueError(f"sequence length {T} exceeds model.max_len={self.cfg.max_len}")
         if position_ids is None:
@@ -90,12 +134,17 @@ class Encoder(nn.Module):
         seg = self.seg.weight[0] if segment_ids is None else self.seg(segment_ids)
         x = self.tok(input_ids) + self.pos(position_ids) + seg
         x = self.drop(x)
+        rows = None if at is None else query_rows(at)
         layers = [x]
-        for block in self.blocks:
-            x = block(x, attn)
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn, rows if i == len(self.blocks) - 1 else None)
             layers.append(x)
         layers[-1] = self.ln_f(x)
-        return layers if all_layers else layers[-1]
+        if at is None:
+            return layers if all_layers else layers[-1]
+        if rows is None:
+            return layers[-1][at]
+        return layers[-1][torch.arange(rows.shape[1], device=at.device) < at.sum(1, keepdim=True)]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM logits for the given hidden states (any leading shape); weights tied to input."""

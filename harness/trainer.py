@@ -19,17 +19,17 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import batch_rows
-from objbench.harness.config import RunConfig, validate
+from objbench.harness.config import ModelConfig, RunConfig, validate
 from objbench.harness.data import PreparedData, prepare_data
 from objbench.harness.errors import CheckpointError, ConfigError, TrainingDiverged
 from objbench.harness.flops import train_flops
-from objbench.harness.model import Encoder
+from objbench.harness.lm_loss import linear_cross_entropy
+from objbench.harness.model import Encoder, query_rows
 from objbench.harness.registry import OBJECTIVES
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
 
@@ -81,12 +81,19 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 
 def loss_sum(model: Encoder, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the batch's targets, with the LM head applied only there."""
-    hidden = model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids)
+    """Summed cross-entropy over the batch's targets (in at least fp32), with the last block's
+    outputs and the LM head computed only there."""
     keep = batch.targets != IGNORE
-    logits = model.logits(hidden[keep])
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to fp32; fp64 kept
-    return F.cross_entropy(logits, batch.targets[keep], reduction="sum"), int(keep.sum())
+    hidden = model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids, at=keep)
+    loss = linear_cross_entropy(hidden, model.tok.weight, model.head_bias, batch.targets[keep])
+    return loss, int(keep.sum())
+
+
+def batch_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
+    """What ``loss_sum`` and its backward cost on this batch."""
+    rows = query_rows(batch.targets != IGNORE)
+    return train_flops(cfg, vocab_size, *batch.input_ids.shape, batch.n_targets,
+                       None if rows is None else rows.shape[1])
 
 
 class SparseLoss(torch.nn.Module):
@@ -182,8 +189,7 @@ class Trainer:
         pad = self.data.vocab["[PAD]"]
         local = [sum(b.n_targets for b in batches),
                  sum(int((b.input_ids != pad).sum()) for b in batches),
-                 sum(train_flops(self.cfg.model, self.data.vocab.size, *b.input_ids.shape, b.n_targets)
-                     for b in batches)]
+                 sum(batch_flops(self.cfg.model, self.data.vocab.size, b) for b in batches)]
         n_targets, n_inputs, flops = self._global_sum(local)
         cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "flops": flops}
         budget = self.cfg.budget

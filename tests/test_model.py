@@ -1,4 +1,5 @@
-"""The shared encoder against slow, obvious reference code: attention, sparse head, FLOPs, compile."""
+"""The shared encoder against slow, obvious reference code: attention, sparse head, the last
+block's sparse queries, FLOPs, compile."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from objbench.harness.config import ModelConfig
 from objbench.harness.flops import forward_flops, train_flops
-from objbench.harness.model import Encoder
-from objbench.harness.trainer import loss_sum
+from objbench.harness.model import Encoder, query_rows
+from objbench.harness.trainer import batch_flops, loss_sum
 from objbench.objectives.base import IGNORE, attention_matrix
 from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder
 
@@ -113,26 +114,62 @@ def test_flops_pinned_by_hand():
     assert train_flops(cfg, vocab_size=10, batch=2, seq_len=4, n_targets=3) == 3 * (18432 + 480)
 
 
-@pytest.mark.parametrize("name", ["mlm", "clm"])
-def test_flops_equal_the_matmuls_a_training_step_runs(name):
+@pytest.mark.parametrize("name, sparse_queries", [("mlm", True), ("clm", False), ("masked-ar", True)])
+def test_flops_equal_the_matmuls_a_training_step_runs(name, sparse_queries):
     """flops.py counts what runs: checked against torch's FLOP counter on the math SDPA path
     (the CPU flash kernel is not registered with the counter; the math path is plain bmm)."""
     model = tiny_encoder().float()
-    batch = make_objective(name).make_batch(random_blocks(2, 10, seed=6), torch.Generator().manual_seed(7))
-    B, T = batch.input_ids.shape
+    batch = make_objective(name).make_batch(random_blocks(2, 20, seed=6), torch.Generator().manual_seed(7))
+    assert (query_rows(batch.targets != IGNORE) is not None) == sparse_queries
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         s, n = loss_sum(model, batch)
         s.backward()
-    assert counter.get_total_flops() == train_flops(model.cfg, VOCAB_SIZE, B, T, n)
+    assert counter.get_total_flops() == batch_flops(model.cfg, VOCAB_SIZE, batch)
+    B, T = batch.input_ids.shape
+    assert (batch_flops(model.cfg, VOCAB_SIZE, batch) < train_flops(model.cfg, VOCAB_SIZE, B, T, n)) == sparse_queries
+
+
+@pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
+def test_outputs_at_positions_equal_the_full_forward(pattern):
+    """``at`` only skips work: the last block's sparse queries give the same states and grads."""
+    ids = random_blocks(3, 16, seed=9)
+    attn, pos, seg = pattern, None, None
+    if pattern == "random-bool":
+        attn = random_mask(3, 16, seed=10)
+    elif pattern == "masked-ar":
+        batch = make_objective("masked-ar", r=0.3).make_batch(ids, torch.Generator().manual_seed(11))
+        ids, attn, pos, seg = batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids
+    at = torch.rand(ids.shape, generator=torch.Generator().manual_seed(12)) < 0.25
+    at[0] = False  # a row with nothing wanted
+    at[1, :5] = True  # rows wanting different counts
+    assert query_rows(at) is not None
+    sparse_model, full_model = tiny_encoder(), tiny_encoder()
+    weights = torch.randn(int(at.sum()), sparse_model.cfg.d_model, dtype=torch.float64)
+    got = sparse_model(ids, attn, pos, seg, at=at)
+    want = full_model(ids, attn, pos, seg)[at]
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    for (name, a), b in zip(sparse_model.named_parameters(), full_model.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_query_rows_pads_with_unwanted_positions_and_declines_dense_rows():
+    at = torch.tensor([[0, 1, 0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 0]], dtype=torch.bool)
+    assert query_rows(at).tolist() == [[1, 4], [6, 0]]
+    at[0, :5] = True  # 6 of 8 wanted: computing everything is cheaper
+    assert query_rows(at) is None
+    assert query_rows(torch.zeros(2, 8, dtype=torch.bool)) is None
 
 
 def test_compiled_encoder_matches_eager():
+    """What ``train.compile`` runs: the training loss through a compiled encoder (sparse queries)."""
     model = tiny_encoder().float()
-    ids = random_blocks(2, 12, seed=8)
+    batch = make_objective("mlm").make_batch(random_blocks(2, 20, seed=8), torch.Generator().manual_seed(9))
     with torch.no_grad():
-        eager = model(ids, "causal")
+        eager, _ = loss_sum(model, batch)
         try:
-            compiled = torch.compile(model, dynamic=False)(ids, "causal")
+            compiled, _ = loss_sum(torch.compile(model, dynamic=False), batch)
         except Exception as exc:  # no C++ toolchain, unsupported CPU, ...: say which
             pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}"[:400])
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
