@@ -188,7 +188,7 @@ def throughput(size: dict, device: str, compile_: bool, steps: int, warmup: int,
                       "useful_mfu": useful * steps / seconds / peak, "warmup_s": warm_s,
                       "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
         del t
-    return {"bf16_peak_flops": peak, "peak_n": peak_n, "compile": compile_, "fused_adamw": device == "cuda",
+    return {"bf16_peak_flops": peak, "peak_n": peak_n, "compile": compile_, "fused_adamw": True,
             "tf32": True, "steps": steps, "warmup": warmup, "arms": rows}
 
 

@@ -133,7 +133,7 @@ def hf_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                              {"params": rest, "weight_decay": 0.0}], lr=LR, betas=BETAS, fused=False)
+                              {"params": rest, "weight_decay": 0.0}], lr=LR, betas=BETAS, fused=True)
 
 
 def hf_contender(name: str, size: Size, data: PreparedData, causal: bool, defaults: bool) -> Contender:
