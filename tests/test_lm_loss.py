@@ -75,3 +75,28 @@ def test_no_targets_give_zero_loss_and_zero_grads():
     loss.backward()
     assert loss.detach().item() == 0.0
     assert torch.count_nonzero(weight.grad) == 0 and torch.count_nonzero(bias.grad) == 0
+
+
+def test_an_underflowing_target_probability_gives_the_exact_finite_loss():
+    """A target 200 nats below the best logit: p[y] underflows in fp32, the loss must not."""
+    hidden = torch.zeros(2, 1, requires_grad=True)
+    weight = torch.zeros(3, 1, requires_grad=True)
+    bias = torch.tensor([200.0, 0.0, 1.0], requires_grad=True)
+    targets = torch.tensor([1, 0])
+    loss = linear_cross_entropy(hidden, weight, bias, targets)
+    want = F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum")
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss.detach(), want.detach())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_in_bf16_autocast_the_loss_tracks_fp32():
+    hidden, weight, bias, targets = (t.detach().cuda() for t in inputs(torch.float32, seed=5))
+    hidden.requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(hidden, weight, bias, targets)
+    loss.backward()
+    want = F.cross_entropy(F.linear(hidden.detach(), weight, bias), targets, reduction="sum")
+    assert loss.dtype == hidden.grad.dtype == torch.float32
+    assert abs(loss.item() - want.item()) < 0.02 * abs(want.item())
