@@ -3,10 +3,11 @@
 A training step needs only the summed loss and its gradients, never the (targets x vocab)
 logits. Computing both a chunk of rows at a time, while the chunk's logits are still in
 cache, replaces the full-size passes of ``F.cross_entropy(F.linear(...))`` (bias broadcast,
-log-softmax, the zero-filled one-hot gradient, its backward, the bias-gradient sum) with
-passes over one chunk (one softmax, whose output is turned into the gradient in place), and caps the head's activation memory at one chunk: a causal LM step
-of 4096 tokens over 8192 types holds 134 MB of logits unfused, 16 MB here. The gradients are
-computed in the forward pass and scaled by the incoming gradient in backward.
+log-softmax, the zero-filled one-hot gradient, its backward, the bias-gradient sum) with one
+softmax per chunk, turned into the logits' gradient in place, and caps the head's
+activation memory at one chunk: a causal LM step of 4096 tokens over 8192 types holds 134 MB
+of logits unfused, 16 MB here. The gradients are computed in the forward pass and scaled by
+the incoming gradient in backward.
 """
 
 from __future__ import annotations

@@ -144,7 +144,8 @@ class Encoder(nn.Module):
             return layers if all_layers else layers[-1]
         if rows is None:
             return layers[-1][at]
-        return layers[-1][torch.arange(rows.shape[1], device=at.device) < at.sum(1, keepdim=True)]
+        wanted = torch.arange(rows.shape[1], device=at.device) < at.sum(1, keepdim=True)  # rows lead with them
+        return layers[-1][wanted]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM logits for the given hidden states (any leading shape); weights tied to input."""

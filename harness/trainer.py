@@ -99,9 +99,9 @@ def batch_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> flo
 class SparseLoss(torch.nn.Module):
     """``loss_sum`` as a module: the encoder and its sparse head run inside one ``forward``.
 
-    DDP syncs gradients only for what its wrapped module's forward uses, and the head
-    (``logits``) is not part of ``Encoder.forward``; wrapping this instead of the encoder
-    keeps the head inside, and ``logits`` reachable.
+    DDP syncs gradients only for what its wrapped module's forward uses, and the head loss
+    is not part of ``Encoder.forward``; wrapping this instead of the encoder keeps the head
+    inside, and the encoder's attributes reachable.
     """
 
     def __init__(self, model: Encoder | torch.nn.Module) -> None:  # the encoder, maybe compiled
@@ -135,7 +135,7 @@ class Trainer:
         # auto: bf16 on CUDA only (on CPUs without bf16 instructions it is ~4x slower)
         precision = self.cfg.train.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
-        # compile the encoder only: the sparse head's boolean indexing would break the graph
+        # compile the encoder only: the chunked head loss is a Python loop over row chunks
         encoder = torch.compile(self.model) if self.cfg.train.compile else self.model
         self.forward_model: torch.nn.Module = SparseLoss(encoder)
         if self.world > 1:
