@@ -20,7 +20,7 @@ from objbench.tasks.base import Options, Task, TaskResult
 from objbench.tasks.finetune import Labelled, finetune
 from objbench.tasks.probing import (TOKEN_POOLING, ProbeSplit, add_probe_rows, majority_acc,
                                     pair_features, pooled_features, probe_layers, ridge_layers)
-from objbench.tasks.zero_shot import minimal_pairs
+from objbench.tasks.zero_shot import minimal_pairs, rank_candidates
 
 SPLITS = ("train", "validation", "test")
 Reading = Literal["probe", "finetune"]
@@ -218,6 +218,27 @@ class Agreement(Task):
         result = TaskResult(self.name)
         minimal_pairs(result, model, pairs["good"], pairs["bad"], pairs["phenomenon"],
                       [str(i) for i in pairs["sentence_id"]])
+        return result
+
+
+class ClozeOptions(Options):
+    max_per_answer: int | None = Field(
+        25, ge=1, description="items per answer word (balanced: picking one word always scores 1/8; "
+                              "a fixed subset, the same for every run); null = all")
+
+
+class Cloze(Task):
+    name = "cloze"
+    description = "rank the original preposition first among 8 in real Brown sentences, scored zero-shot"
+    Options = ClozeOptions
+
+    def run(self, model: TrainedModel, seed: int) -> TaskResult:
+        items = probe_data.load_cloze(self.options.max_per_answer)
+        result = TaskResult(self.name)
+        rank_candidates(result, model,
+                        [probe_data.cloze_variants(w, p) for w, p in zip(items["words"], items["position"])],
+                        [probe_data.CLOZE_CANDIDATES.index(a) for a in items["answer"]], items["answer"],
+                        [str(i) for i in items["sentence_id"]])
         return result
 
 

@@ -32,6 +32,12 @@
   (its first eligible word) so items are independent, and a sentence seen before is skipped.
   Capitalisation of the swapped word is kept.
 
+* `load_cloze`: real Brown sentences (5..30 tokens) with one preposition slot: the
+  sentence's first word tagged ``in`` (a preposition) that is one of `CLOZE_CANDIDATES`, the
+  eight most frequent prepositions in Brown. A model must rank the original word first among
+  the eight sentences that differ only in that slot (capitalisation kept). One item per
+  sentence, a sentence seen before is skipped.
+
 Every loader validates its result (`validate_labelled`) and caches it under
 ``cache_dir()/probes/<name>-<hash>/``; `probe_provenance` reports what was read and dropped.
 `load_hf_task` wraps a hub dataset the same way for users with hub access.
@@ -419,6 +425,62 @@ def _build_agreement() -> tuple[datasets.Dataset, dict]:
     return data, provenance
 
 
+CLOZE_CANDIDATES = ("of", "in", "to", "for", "with", "on", "at", "by")  # Brown's 8 commonest `in` words
+
+
+def load_cloze(max_per_answer: int | None = None) -> datasets.Dataset:
+    """Cloze items: columns ``words`` (the Brown tokens), ``position`` (the slot), ``answer``
+    (the original preposition, lower case), ``doc``, ``sentence_id``.
+
+    ``max_per_answer`` keeps that many items for each candidate word, chosen by a stable hash
+    of the sentence id (the same items every time), so answers are balanced and always
+    picking one word scores 1/8.
+    """
+    items = _probe("cloze")[0]
+    if max_per_answer is None:
+        return items
+    if max_per_answer < 1:
+        raise ConfigError(f"max_per_answer={max_per_answer!r} must be a positive integer")
+    order = np.argsort([stable_unit(f"cloze:{i}") for i in column_values(items, "sentence_id")], kind="stable")
+    taken: Counter[str] = Counter()
+    keep = []
+    answers = column_values(items, "answer")
+    for index in order:
+        if taken[answers[index]] < max_per_answer:
+            taken[answers[index]] += 1
+            keep.append(index)
+    return items.select(sorted(keep))
+
+
+def cloze_variants(words: Sequence[str], position: int) -> list[str]:
+    """The sentence with each of `CLOZE_CANDIDATES` in the slot, detokenized, in that order."""
+    return [detokenize([*words[:position], _same_case(c, words[position]), *words[position + 1:]])
+            for c in CLOZE_CANDIDATES]
+
+
+def _build_cloze() -> tuple[datasets.Dataset, dict]:
+    columns: dict[str, list] = {name: [] for name in ("words", "position", "answer", "doc", "sentence_id")}
+    seen: set[str] = set()
+    low, high = _SENTENCE_TOKENS
+    for sentence_id, sentence in enumerate(_brown_sentences()):
+        text = detokenize(sentence.words)
+        if not low <= len(sentence.words) <= high or text in seen:
+            continue
+        slot = next((i for i, (w, t) in enumerate(zip(sentence.words, sentence.tags))
+                     if re.sub(r"(-(tl|hl|nc))+$", "", t) == "in" and w.lower() in CLOZE_CANDIDATES), None)
+        if slot is None:
+            continue
+        seen.add(text)
+        columns["words"].append(sentence.words)
+        columns["position"].append(slot)
+        columns["answer"].append(sentence.words[slot].lower())
+        columns["doc"].append(sentence.doc)
+        columns["sentence_id"].append(sentence_id)
+    provenance = {"archive": f"{BROWN.package}=={BROWN.version}", "candidates": list(CLOZE_CANDIDATES),
+                  "items": dict(sorted(Counter(columns["answer"]).items()))}
+    return datasets.Dataset.from_dict(columns), provenance
+
+
 # --- cache -------------------------------------------------------------------------------------
 
 _BUILDERS: dict[str, tuple[Callable[[], tuple], dict]] = {
@@ -426,6 +488,7 @@ _BUILDERS: dict[str, tuple[Callable[[], tuple], dict]] = {
     "stsb": (_build_stsb, {"archive": STS.sha256, "member": _STS_MEMBER}),
     "pos": (_build_pos, {"archive": BROWN.sha256}),
     "agreement": (_build_agreement, {"archive": BROWN.sha256, "lengths": _SENTENCE_TOKENS}),
+    "cloze": (_build_cloze, {"archive": BROWN.sha256, "lengths": _SENTENCE_TOKENS}),
 }
 
 
@@ -439,7 +502,7 @@ def _probe(name: str) -> tuple[datasets.DatasetDict | datasets.Dataset, dict]:
 
 def probe_provenance(name: str) -> dict:
     """What a probe set was read from and what its cleaning dropped (``sentiment``, ``stsb``,
-    ``pos`` or ``agreement``)."""
+    ``pos``, ``agreement`` or ``cloze``)."""
     if name not in _BUILDERS:
         raise ConfigError(f"unknown probe data set {name!r}; known: {', '.join(_BUILDERS)}")
     return _probe(name)[1]

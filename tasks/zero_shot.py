@@ -1,10 +1,12 @@
-"""Zero-shot minimal pairs: the acceptable sentence must score higher than its twin.
+"""Zero-shot readings by sentence score: minimal pairs and cloze ranking.
 
 Scores come from `TrainedModel.score` (fp32, by the objective's own rule: exact or pseudo
 log-likelihood). A pair is right only if the good sentence scores strictly higher: a tie is an
 error, so a model that cannot tell the two apart scores 0, not 50%. Both the summed score
 (``acc_sum``) and the score per token (``acc_mean``) are kept, since the two sentences of a
-pair may tokenize to different lengths.
+pair may tokenize to different lengths. A cloze item is right only if the original sentence
+scores strictly above every other candidate filling of its slot (``acc``); ``mrr`` is the
+reciprocal of its rank, a tie ranking it below the candidates it ties with.
 """
 
 from __future__ import annotations
@@ -23,16 +25,36 @@ def pair_correct(good: tuple[np.ndarray, np.ndarray], bad: tuple[np.ndarray, np.
     return {"acc_sum": g_sum > b_sum, "acc_mean": g_sum / g_n > b_sum / b_n}
 
 
+def rank_correct(scores: np.ndarray, answers: np.ndarray) -> dict[str, np.ndarray]:
+    """Per item, from (items, candidates) scores and each item's answer column: top-1
+    correctness and reciprocal rank, ties counted against the answer."""
+    right = scores[np.arange(len(answers)), answers]
+    rivals = (scores >= right[:, None]).sum(1) - 1  # other candidates scoring at least as well
+    return {"acc": rivals == 0, "mrr": 1.0 / (1 + rivals)}
+
+
 def minimal_pairs(result: TaskResult, model: TrainedModel, good: Sequence[str], bad: Sequence[str],
                   groups: Sequence[str], item_ids: Sequence[str]) -> None:
     """Score every pair once; add accuracy rows overall and per group, and each pair's correctness."""
     sums, counts = model.score([*good, *bad], desc=f"{result.task} pairs")
     n = len(good)
-    correct = pair_correct((sums[:n], counts[:n]), (sums[n:], counts[n:]))
+    _add(result, pair_correct((sums[:n], counts[:n]), (sums[n:], counts[n:])), groups, item_ids)
+
+
+def rank_candidates(result: TaskResult, model: TrainedModel, candidates: Sequence[Sequence[str]],
+                    answers: Sequence[int], groups: Sequence[str], item_ids: Sequence[str]) -> None:
+    """Score every item's candidate sentences once (summed score: the candidates are single
+    words); add accuracy and mean reciprocal rank overall and per group, and each item's."""
+    sums, _ = model.score([s for item in candidates for s in item], desc=f"{result.task} candidates")
+    _add(result, rank_correct(sums.reshape(len(candidates), -1), np.asarray(answers)), groups, item_ids)
+
+
+def _add(result: TaskResult, per_item: dict[str, np.ndarray], groups: Sequence[str],
+         item_ids: Sequence[str]) -> None:
     groups = np.asarray(groups)
-    for metric, ok in correct.items():
-        result.add(metric, ok.mean(), n)
+    for metric, values in per_item.items():
+        result.add(metric, values.mean(), len(values))
         for g in sorted(set(groups.tolist())):
             sel = groups == g
-            result.add(metric, ok[sel].mean(), int(sel.sum()), group=g)
-        result.add_items(metric, None, item_ids, ok)
+            result.add(metric, values[sel].mean(), int(sel.sum()), group=g)
+        result.add_items(metric, None, item_ids, values)

@@ -1,4 +1,4 @@
-"""Probe data: counts, leak-free splits, the Brown tag mapping, agreement pairs and errors."""
+"""Probe data: counts, leak-free splits, the Brown tag mapping, agreement pairs, cloze items and errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from objbench.harness.errors import ConfigError, DataError
 from objbench.tasks import probe_data
 from objbench.tasks.probe_data import (
     AGREEMENT_PHENOMENA,
+    CLOZE_CANDIDATES,
     HFTaskSpec,
+    cloze_variants,
     detokenize,
     load_agreement,
+    load_cloze,
     load_hf_task,
     load_pos,
     load_sentiment,
@@ -180,6 +183,36 @@ def test_agreement_cap_is_deterministic_and_nested():
     assert Counter(load_agreement(1000)["phenomenon"])["do"] == 281
     with pytest.raises(ConfigError, match="max_per_phenomenon"):
         load_agreement(0)
+
+
+# --- cloze --------------------------------------------------------------------------------------
+
+def test_cloze_counts_and_slots():
+    items = load_cloze()
+    assert items.column_names == ["words", "position", "answer", "doc", "sentence_id"]
+    assert Counter(items["answer"]) == {"of": 9_216, "in": 6_594, "to": 3_363, "for": 3_074, "with": 2_315,
+                                        "on": 2_107, "at": 1_921, "by": 1_421}
+    assert len(set(items["sentence_id"])) == items.num_rows  # one item per sentence
+    for words, position, answer in zip(items["words"], items["position"], items["answer"]):
+        assert 5 <= len(words) <= 30 and words[position].lower() == answer and answer in CLOZE_CANDIDATES
+
+
+def test_cloze_variants_change_only_the_slot_and_keep_capitalisation():
+    words = ["In", "the", "morning", "we", "sat", "on", "the", "porch", "."]
+    variants = cloze_variants(words, 0)
+    assert len(variants) == len(CLOZE_CANDIDATES)
+    assert variants[1] == detokenize(words)  # CLOZE_CANDIDATES[1] is "in"
+    assert variants[0] == "Of the morning we sat on the porch."
+    assert cloze_variants(words, 5)[-1] == "In the morning we sat by the porch."
+
+
+def test_cloze_cap_is_balanced_deterministic_and_nested():
+    small, large = load_cloze(10), load_cloze(40)
+    assert Counter(small["answer"]) == {c: 10 for c in CLOZE_CANDIDATES}
+    assert set(small["sentence_id"]) <= set(large["sentence_id"])
+    assert list(load_cloze(10)["sentence_id"]) == list(small["sentence_id"])
+    with pytest.raises(ConfigError, match="max_per_answer"):
+        load_cloze(0)
 
 
 @pytest.mark.parametrize("words, text", [

@@ -21,6 +21,7 @@ TINY_OPTIONS = {
     "sts-b": {"max_train": 40, "max_validation": 20, "max_test": 20, "readings": ["probe", "finetune"],
               **{k: v for k, v in FAST.items() if k != "max_iter"}},
     "agreement": {"max_per_phenomenon": 2},
+    "cloze": {"max_per_answer": 1},
 }
 OFFLINE = [n for n in TASKS.names() if not TASKS.get(n).needs_hub]
 
@@ -31,7 +32,7 @@ def build(name: str, **options) -> Task:
 
 
 def test_the_built_in_tasks_are_registered():
-    assert {"sentiment", "pos", "sts-b", "agreement", "hf"} <= set(TASKS.names())
+    assert {"sentiment", "pos", "sts-b", "agreement", "cloze", "hf"} <= set(TASKS.names())
     for name in TASKS.names():
         cls = TASKS.get(name)
         assert issubclass(cls, Task) and cls.description and "\n" not in cls.description
@@ -53,7 +54,7 @@ def test_task_runs_end_to_end(tiny_run, name, objective):
         assert row["layer"] is None or 0 <= row["layer"] <= n_layers
         assert row["split"] in ("train", "validation", "test")
         assert isinstance(row["higher_is_better"], bool)
-        if row["metric"].endswith(("acc", "acc_sum", "acc_mean")):
+        if row["metric"].endswith(("acc", "acc_sum", "acc_mean", "mrr")):
             assert 0.0 <= row["value"] <= 1.0
     for item in result.items:
         assert tuple(item) == ITEM_KEYS and item["task"] == task.name and isinstance(item["item"], str)

@@ -1,4 +1,4 @@
-"""Zero-shot scoring: `TrainedModel.score` against naive one-at-a-time loops, and minimal-pair rules."""
+"""Zero-shot scoring: `TrainedModel.score` against naive one-at-a-time loops, minimal-pair and cloze rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from objbench.harness.reading import TrainedModel
 from objbench.tasks.base import TaskResult
-from objbench.tasks.zero_shot import minimal_pairs, pair_correct
+from objbench.tasks.zero_shot import minimal_pairs, pair_correct, rank_candidates, rank_correct
 
 # different lengths, so the packed batches in `score` carry padding
 SENTENCES = ["the company said it expects higher sales", "shares fell", "a new york bank reported"]
@@ -71,6 +71,36 @@ def test_identical_pairs_score_zero_with_rows_per_group_and_items(tiny_run):
     assert by_key["acc_sum", None]["n"] == 3 and by_key["acc_sum", "a"]["n"] == 2
     assert sorted((i["metric"], i["item"]) for i in result.items) == sorted(
         (m, p) for m in ("acc_sum", "acc_mean") for p in ("p1", "p2", "p3"))
+
+
+def test_cloze_rank_counts_ties_against_the_answer():
+    scores = np.array([[-3.0, -1.0, -2.0],   # answer 1 is best: right, rank 1
+                       [-1.0, -2.0, -2.0],   # answer 2 is tied with 1 below 0: rank 3
+                       [-5.0, -5.0, -9.0]])  # answer 0 tied with 1 for best: wrong, rank 2
+    ranked = rank_correct(scores, np.array([1, 2, 0]))
+    assert ranked["acc"].tolist() == [True, False, False]
+    np.testing.assert_allclose(ranked["mrr"], [1.0, 1 / 3, 1 / 2])
+
+
+def test_cloze_items_whose_candidates_are_identical_score_zero(tiny_run):
+    """The same sentence as every candidate: all tie, so no item is right and each ranks last."""
+    model = TrainedModel(tiny_run("clm"))
+    candidates = [["the market fell"] * 4, ["shares rose today"] * 4]
+    result = TaskResult("cloze")
+    rank_candidates(result, model, candidates, [0, 3], ["of", "in"], ["s1", "s2"])
+    overall = {r["metric"]: r["value"] for r in result.rows if r["group"] is None}
+    assert overall == {"acc": 0.0, "mrr": 0.25}
+    assert {(i["metric"], i["item"]) for i in result.items} == {(m, s) for m in ("acc", "mrr") for s in ("s1", "s2")}
+
+
+def test_cloze_prefers_the_sentence_the_model_scores_higher(tiny_run):
+    model = TrainedModel(tiny_run("clm"))
+    good, bad = "the company said it expects higher sales", "sales higher expects it said company the"
+    sums, _ = model.score([good, bad])
+    answer = int(np.argmax(sums))
+    result = TaskResult("cloze")
+    rank_candidates(result, model, [[good, bad]], [answer], ["x"], ["s1"])
+    assert {r["metric"]: r["value"] for r in result.rows if r["group"] is None} == {"acc": 1.0, "mrr": 1.0}
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
