@@ -161,9 +161,10 @@ class TrainedModel:
             batch = collate([r for _, r in pending], self.vocab["[PAD]"])
             owner = torch.cat([torch.full((r.input_ids.shape[0],), i) for i, r in pending])
             b = batch.to(self.device)
-            hidden = self.model(b.input_ids, b.attn, b.position_ids, b.segment_ids).float()
-            keep = b.targets != IGNORE
-            logp = torch.log_softmax(self.model.logits(hidden[keep]).float(), -1)
+            keep = b.targets != IGNORE  # pseudo-log-likelihood rows have one target each:
+            # the last block then computes one position per row (``at``)
+            hidden = self.model(b.input_ids, b.attn, b.position_ids, b.segment_ids, at=keep).float()
+            logp = torch.log_softmax(self.model.logits(hidden).float(), -1)
             picked = logp.gather(1, b.targets[keep][:, None])[:, 0].double().cpu()
             row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
             np.add.at(totals, owner[row_of].numpy(), picked.numpy())
