@@ -326,21 +326,27 @@ def load_agreement(max_per_phenomenon: int | None = None) -> datasets.Dataset:
     ``max_per_phenomenon`` keeps that many pairs of each phenomenon, chosen by a stable hash of
     the sentence id (the same pairs every time, a superset for a larger cap), in corpus order.
     """
-    pairs = _probe("agreement")[0]
-    if max_per_phenomenon is None:
-        return pairs
-    if max_per_phenomenon < 1:
-        raise ConfigError(f"max_per_phenomenon={max_per_phenomenon!r} must be a positive integer")
-    order = np.argsort([stable_unit(f"agreement:{i}") for i in column_values(pairs, "sentence_id")],
-                       kind="stable")
+    return _cap_per_group(_probe("agreement")[0], "agreement", "phenomenon", max_per_phenomenon,
+                          "max_per_phenomenon")
+
+
+def _cap_per_group(data: datasets.Dataset, name: str, column: str, cap: int | None,
+                   option: str) -> datasets.Dataset:
+    """At most ``cap`` rows per value of ``column``, picked by a stable hash of the sentence id
+    (the same rows every time, a superset for a larger cap), in corpus order."""
+    if cap is None:
+        return data
+    if cap < 1:
+        raise ConfigError(f"{option}={cap!r} must be a positive integer")
+    order = np.argsort([stable_unit(f"{name}:{i}") for i in column_values(data, "sentence_id")], kind="stable")
     taken: Counter[str] = Counter()
     keep = []
-    phenomena = column_values(pairs, "phenomenon")
+    groups = column_values(data, column)
     for index in order:
-        if taken[phenomena[index]] < max_per_phenomenon:
-            taken[phenomena[index]] += 1
+        if taken[groups[index]] < cap:
+            taken[groups[index]] += 1
             keep.append(index)
-    return pairs.select(sorted(keep))
+    return data.select(sorted(keep))
 
 
 def detokenize(words: Sequence[str]) -> str:
@@ -436,20 +442,7 @@ def load_cloze(max_per_answer: int | None = None) -> datasets.Dataset:
     of the sentence id (the same items every time), so answers are balanced and always
     picking one word scores 1/8.
     """
-    items = _probe("cloze")[0]
-    if max_per_answer is None:
-        return items
-    if max_per_answer < 1:
-        raise ConfigError(f"max_per_answer={max_per_answer!r} must be a positive integer")
-    order = np.argsort([stable_unit(f"cloze:{i}") for i in column_values(items, "sentence_id")], kind="stable")
-    taken: Counter[str] = Counter()
-    keep = []
-    answers = column_values(items, "answer")
-    for index in order:
-        if taken[answers[index]] < max_per_answer:
-            taken[answers[index]] += 1
-            keep.append(index)
-    return items.select(sorted(keep))
+    return _cap_per_group(_probe("cloze")[0], "cloze", "answer", max_per_answer, "max_per_answer")
 
 
 def cloze_variants(words: Sequence[str], position: int) -> list[str]:
