@@ -373,7 +373,7 @@ def _swap(sentence: _Sentence, vb_forms: frozenset[str],
     """(position, replacement, phenomenon) for the sentence's first eligible word, else None.
 
     ``vb_forms``/``vbz_forms``: every word Brown tags vb/vbz, to check a verb's other form."""
-    tags = [re.sub(r"(-(tl|hl|nc))+$", "", t) for t in sentence.tags]
+    tags = [_base_tag(t) for t in sentence.tags]
     for i, (word, tag) in enumerate(zip(sentence.words, tags)):
         lower = word.lower()
         before = tags[i - 1] if i else ""
@@ -394,6 +394,11 @@ def _swap(sentence: _Sentence, vb_forms: frozenset[str],
             if tag == "vb" and before in _PLURAL_SUBJECT and word + "s" in vbz_forms:
                 return i, word + "s", "verb_s"
     return None
+
+
+def _base_tag(tag: str) -> str:
+    """A Brown tag without its title/headline/cited-word suffixes (``nn-tl`` -> ``nn``)."""
+    return re.sub(r"(-(tl|hl|nc))+$", "", tag)
 
 
 def _same_case(new: str, old: str) -> str:
@@ -460,7 +465,7 @@ def _build_cloze() -> tuple[datasets.Dataset, dict]:
         if not low <= len(sentence.words) <= high or text in seen:
             continue
         slot = next((i for i, (w, t) in enumerate(zip(sentence.words, sentence.tags))
-                     if re.sub(r"(-(tl|hl|nc))+$", "", t) == "in" and w.lower() in CLOZE_CANDIDATES), None)
+                     if _base_tag(t) == "in" and w.lower() in CLOZE_CANDIDATES), None)
         if slot is None:
             continue
         seen.add(text)
