@@ -116,6 +116,23 @@ class Objective(ABC):
         index, so summed and length-normalised scores are comparable across objectives.
         """
 
+    def positions_needed(self, n_tokens: int) -> int:
+        """Position embeddings (largest position id + 1) that a row built from ``n_tokens`` clean
+        tokens uses, in training (``make_batch``) and scoring (``score_rows``) alike.
+
+        Configs are checked against it before any work (``model.max_len``), and readers cut
+        sentences to the longest ``n`` that fits. Default: ``[CLS]`` then the tokens. The
+        contract test holds every objective to what this returns.
+        """
+        return n_tokens + 1
+
+    def max_tokens(self, max_len: int) -> int:
+        """The longest sentence (tokens, no specials) whose rows fit in ``max_len`` positions."""
+        n = max_len
+        while n > 0 and self.positions_needed(n) > max_len:
+            n -= 1
+        return n
+
     def visibility(self, batch: ObjectiveBatch, block_len: int) -> torch.Tensor:
         """Which clean tokens each position's output may depend on: bool ``(B, T', T)``.
 

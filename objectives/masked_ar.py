@@ -55,6 +55,10 @@ class MaskedAutoregression(Objective):
         o = self.options
         return o.score == "joint" or (o.score == "auto" and (o.suffix or o.r >= 0.5))
 
+    def positions_needed(self, n_tokens: int) -> int:
+        # part B puts a span's last token at the position after its own: up to n + 1
+        return n_tokens + 2
+
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         o = self.options
         B, T = blocks.shape

@@ -95,3 +95,21 @@ def measured_visibility_rows(obj, tokens, model):
         pert[j] = (tokens[j] - n_special + 1) % (VOCAB_SIZE - n_special) + n_special
         vis[:, :, j] = (logits_of(model, obj.score_rows(pert)) - ref).abs().amax(-1) > 1e-10
     return vis, ref_rows
+
+
+def _positions_used(batch) -> int:
+    pos = batch.position_ids
+    return int(pos.max()) + 1 if pos is not None else batch.input_ids.shape[1]
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_positions_needed_is_what_rows_use(name):
+    """Training and scoring rows fit in the positions the objective declares (configs are
+    validated and sentences cut by that declaration, so an understatement would crash a run),
+    and the declaration wastes at most one position."""
+    obj = make_objective(name)
+    for n in (5, T):
+        used = _positions_used(obj.make_batch(random_blocks(4, n, seed=n), torch.Generator().manual_seed(0)))
+        assert used <= obj.positions_needed(n) <= used + 1
+        assert _positions_used(obj.score_rows(random_blocks(1, n, seed=n)[0])) <= obj.positions_needed(n)
+    assert obj.positions_needed(obj.max_tokens(40)) <= 40 < obj.positions_needed(obj.max_tokens(40) + 1)
