@@ -53,23 +53,28 @@ class DataConfig(Strict):
         "every arm of a study shares one tokenizer, so this covers all their objectives")
 
 
+# What a budget can be counted in; every step logs all of them (metrics.jsonl columns).
+BUDGET_AXES = ("steps", "tokens", "targets", "flops")
+
+
 class BudgetConfig(Strict):
-    """Exactly one of the three axes: the point at which training stops."""
+    """Exactly one axis: the point at which training stops."""
 
     steps: int | None = Field(None, gt=0, description="optimizer steps")
     tokens: int | None = Field(None, gt=0, description="clean corpus tokens consumed")
+    targets: int | None = Field(None, gt=0, description="supervised predictions (positions with a loss)")
     flops: float | None = Field(None, gt=0, description="model FLOPs, forward + backward")
 
     @model_validator(mode="after")
     def _one_axis(self) -> "BudgetConfig":
-        set_axes = [a for a in ("steps", "tokens", "flops") if getattr(self, a) is not None]
+        set_axes = [a for a in BUDGET_AXES if getattr(self, a) is not None]
         if len(set_axes) != 1:
-            raise ValueError(f"set exactly one of steps / tokens / flops (got {set_axes or 'none'})")
+            raise ValueError(f"set exactly one of {' / '.join(BUDGET_AXES)} (got {set_axes or 'none'})")
         return self
 
     @property
     def axis(self) -> str:
-        return next(a for a in ("steps", "tokens", "flops") if getattr(self, a) is not None)
+        return next(a for a in BUDGET_AXES if getattr(self, a) is not None)
 
     @property
     def value(self) -> float:

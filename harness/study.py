@@ -226,7 +226,7 @@ def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path) -> tuple
 def _position(counters: dict, cfg: RunConfig) -> dict:
     axis_value = counters["step"] if cfg.budget.axis == "steps" else counters[cfg.budget.axis]
     return {"budget_value": float(axis_value), "step": counters["step"], "tokens": counters["tokens"],
-            "flops": counters["flops"]}
+            "targets": counters["targets"], "flops": counters["flops"]}
 
 
 def _fail(path: Path, arm: Arm, cfg: RunConfig, chash: str, exc: BaseException, seconds: float) -> str:

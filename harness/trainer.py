@@ -45,7 +45,7 @@ class Counters:
     flops: float = 0.0  # model FLOPs, forward + backward
 
     def on(self, axis: str) -> float:
-        """Budget consumed on ``axis`` ("steps", "tokens" or "flops")."""
+        """Budget consumed on ``axis`` (one of ``BUDGET_AXES``)."""
         return float(self.step if axis == "steps" else getattr(self, axis))
 
 
@@ -191,7 +191,8 @@ class Trainer:
                  sum(int((b.input_ids != pad).sum()) for b in batches),
                  sum(batch_flops(self.cfg.model, self.data.vocab.size, b) for b in batches)]
         n_targets, n_inputs, flops = self._global_sum(local)
-        cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "flops": flops}
+        cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
+                "flops": flops}
         budget = self.cfg.budget
         lr = self.lr_at((c.on(budget.axis) + cost[budget.axis]) / budget.value)
         for g in self.optimizer.param_groups:

@@ -19,7 +19,17 @@ if TYPE_CHECKING:
     from objbench.harness.reading import TrainedModel
 
 ROW_KEYS = ("task", "metric", "value", "n", "layer", "pooling", "split", "group", "higher_is_better")
-ITEM_KEYS = ("task", "metric", "layer", "item", "value")
+BASELINE_MARK = "@"  # "acc_sum@trigram": the trigram baseline's value of acc_sum
+
+
+def baseline_metric(metric: str, baseline: str | None) -> str:
+    """The row name of ``baseline``'s value of ``metric`` (``metric`` itself for the model).
+
+    Reports draw baselines as reference lines and check models against them; they never
+    compare baselines between arms, since every arm reads the same data through them.
+    """
+    return metric if baseline is None else f"{metric}{BASELINE_MARK}{baseline}"
+ITEM_KEYS = ("task", "metric", "layer", "pooling", "item", "value")
 
 
 class Options(BaseModel):
@@ -36,7 +46,8 @@ class TaskResult:
     the value is not per layer), ``pooling`` the sentence reading (``cls``, ``last``,
     ``mean``; None when nothing is pooled), ``group`` a subset such as a phenomenon (None =
     all). ``items`` have exactly `ITEM_KEYS`: one value per test item (e.g. 1.0 / 0.0 for
-    correct / wrong), with item ids stable across runs so arms can be paired.
+    correct / wrong), with item ids stable across runs so arms can be paired. A value that a
+    baseline (not the model) scores is added with ``baseline="name"`` (see `baseline_metric`).
     """
 
     task: str
@@ -45,17 +56,20 @@ class TaskResult:
 
     def add(self, metric: str, value: float, n: int, *, layer: int | None = None,
             pooling: str | None = None, split: str = "test", group: str | None = None,
-            higher_is_better: bool = True) -> None:
-        self.rows.append({"task": self.task, "metric": metric, "value": float(value), "n": int(n),
+            higher_is_better: bool = True, baseline: str | None = None) -> None:
+        self.rows.append({"task": self.task, "metric": baseline_metric(metric, baseline),
+                          "value": float(value), "n": int(n),
                           "layer": layer, "pooling": pooling, "split": split, "group": group,
                           "higher_is_better": higher_is_better})
 
-    def add_items(self, metric: str, layer: int | None, ids: Iterable[str], values: Iterable[float]) -> None:
+    def add_items(self, metric: str, layer: int | None, ids: Iterable[str], values: Iterable[float],
+                  *, pooling: str | None = None, baseline: str | None = None) -> None:
         ids, values = list(ids), list(values)
+        metric = baseline_metric(metric, baseline)
         if len(ids) != len(values):
             raise ValueError(f"{len(ids)} item ids but {len(values)} values for {self.task}/{metric}")
-        self.items.extend({"task": self.task, "metric": metric, "layer": layer, "item": str(i),
-                           "value": float(v)} for i, v in zip(ids, values))
+        self.items.extend({"task": self.task, "metric": metric, "layer": layer, "pooling": pooling,
+                           "item": str(i), "value": float(v)} for i, v in zip(ids, values))
 
     def extend(self, other: "TaskResult") -> None:
         self.rows.extend(other.rows)

@@ -8,6 +8,7 @@ model on a laptop CPU; raise them for a real study (``--set sentiment.max_train=
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import datasets
@@ -17,13 +18,22 @@ from pydantic import Field
 from objbench.harness.reading import Text, TrainedModel
 from objbench.tasks import probe_data
 from objbench.tasks.base import Options, Task, TaskResult
+from objbench.tasks.bow import bag_of_words_correct, bag_of_words_scores
 from objbench.tasks.finetune import Labelled, finetune
-from objbench.tasks.probing import (TOKEN_POOLING, ProbeSplit, add_probe_rows, majority_acc,
-                                    pair_features, pooled_features, probe_layers, ridge_layers)
+from objbench.tasks.lexical import (Lexicon, add_baseline_rows, add_contextual_gain, add_subset_rows,
+                                    ambiguous_types, is_ambiguous)
+from objbench.tasks.probing import (TOKEN_POOLING, LayerProbe, ProbeSplit, add_probe_rows, majority_acc,
+                                    pair_features, pooled_features, probe_layers, ridge_layers,
+                                    spearman)
 from objbench.tasks.zero_shot import minimal_pairs, rank_candidates
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 Reading = Literal["probe", "finetune"]
+# the test metric each reading reports, per kind of sentence task
+READING_METRICS = {"classify": (("probe", "probe_acc"), ("finetune", "finetune_acc")),
+                   "regress": (("probe", "probe_spearman"), ("finetune", "finetune_spearman"))}
 
 
 def _cap(default: int | None, unit: str) -> Any:
@@ -79,23 +89,28 @@ def _subsets(data: datasets.DatasetDict,
 def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
              labels: dict[str, np.ndarray], test_ids: list[str], o: SentimentOptions | HFOptions,
              seed: int) -> None:
-    """Sentence (or pair) classification: majority baseline, probes per layer, fine-tuning."""
+    """Sentence (or pair) classification: probes per layer and fine-tuning, each next to the
+    majority and bag-of-words baselines."""
     n_test, n_val = len(labels["test"]), len(labels["validation"])
-    result.add("majority_acc", majority_acc(labels["train"], labels["test"]), n_test)
     declared = model.objective.pooling
+    bow = bag_of_words_correct(model, texts, labels, o.C, o.max_iter, seed)
+    for metric in [m for reading, m in READING_METRICS["classify"] if reading in o.readings]:
+        result.add(metric, majority_acc(labels["train"], labels["test"]), n_test, baseline="majority")
+        result.add(metric, bow.mean(), n_test, baseline="bag-of-words")
+        result.add_items(metric, None, test_ids, bow, baseline="bag-of-words")
     if "probe" in o.readings:
         feats = {s: pooled_features(model, texts[s], o.mean_pooling, desc=f"{result.task} {s}") for s in SPLITS}
         for pooling in feats["train"]:
             splits = [ProbeSplit(feats[s][pooling], labels[s], np.array([str(t) for t in texts[s]])) for s in SPLITS]
             add_probe_rows(result, probe_layers(*splits, seed=seed, cs=o.C, max_iter=o.max_iter), pooling,
-                           test_ids if pooling == declared else None)
+                           test_ids)
     if "finetune" in o.readings:
         n_classes = int(max(y.max() for y in labels.values())) + 1
         ft = finetune(model, *(Labelled(texts[s], labels[s]) for s in SPLITS), n_classes=n_classes,
                       lrs=o.lrs, epochs=o.epochs, batch_size=o.batch_size, seed=seed)
         result.add("finetune_acc", ft.test_score, n_test, pooling=declared)
         result.add("finetune_acc", ft.val_score, n_val, pooling=declared, split="validation")
-        result.add_items("finetune_acc", None, test_ids, ft.test_pred == labels["test"])
+        result.add_items("finetune_acc", None, test_ids, ft.test_pred == labels["test"], pooling=declared)
 
 
 def regress(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
@@ -103,6 +118,9 @@ def regress(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]
     """Scored sentence pairs (or sentences): fine-tuning and ridge probes, by Spearman correlation."""
     n_test, n_val = len(scores["test"]), len(scores["validation"])
     declared = model.objective.pooling
+    bow = spearman(bag_of_words_scores(model, texts, scores, o.alphas), scores["test"])
+    for metric in [m for reading, m in READING_METRICS["regress"] if reading in o.readings]:
+        result.add(metric, bow, n_test, baseline="bag-of-words")
     if "finetune" in o.readings:
         ft = finetune(model, *(Labelled(texts[s], scores[s]) for s in SPLITS), n_classes=None,
                       lrs=o.lrs, epochs=o.epochs, batch_size=o.batch_size, seed=seed)
@@ -112,8 +130,12 @@ def regress(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]
         feats = {s: _regression_features(model, texts[s], o.mean_pooling, f"{result.task} {s}") for s in SPLITS}
         for pooling in feats["train"]:
             splits = [ProbeSplit(feats[s][pooling], scores[s]) for s in SPLITS]
-            for layer, rho in enumerate(ridge_layers(*splits, alphas=o.alphas)):
+            layers = ridge_layers(*splits, alphas=o.alphas)
+            for layer, (_, rho) in enumerate(layers):
                 result.add("probe_spearman", rho, n_test, layer=layer, pooling=pooling)
+            best = max(range(len(layers)), key=lambda layer: layers[layer][0])  # chosen on validation
+            result.add("probe_spearman", layers[best][1], n_test, pooling=pooling)
+            result.add("best_layer", best, n_val, pooling=pooling, split="validation")
 
 
 def _regression_features(model: TrainedModel, texts: list[Text], mean: bool, desc: str) -> dict[str, np.ndarray]:
@@ -151,6 +173,9 @@ class POSOptions(SplitCaps, ProbeOptions):
     max_validation: int | None = _cap(100, "validation sentences")
     max_test: int | None = _cap(200, "test sentences")
     batch_size: int = Field(64, ge=1, description="sentences per feature-extraction batch")
+    ambiguous_min_count: int = Field(
+        2, ge=1, description="a word type is ambiguous when at least two of its tags are each seen "
+                             "this often in the training tokens")
 
 
 class POS(Task):
@@ -174,10 +199,30 @@ class POS(Task):
         splits = [ProbeSplit(np.concatenate(feats[s]), np.array(tokens[s]["tags"]), np.array(tokens[s]["words"]))
                   for s in SPLITS]
         result = TaskResult(self.name)
-        result.add("majority_acc", majority_acc(splits[0].y, splits[2].y), len(ids))
         layers = probe_layers(*splits, seed=seed, cs=self.options.C, max_iter=self.options.max_iter)
         add_probe_rows(result, layers, TOKEN_POOLING, ids)
+        self._context_rows(result, layers, splits, np.array(ids))
         return result
+
+    def _context_rows(self, result: TaskResult, layers: list[LayerProbe], splits: list[ProbeSplit],
+                      ids: np.ndarray) -> None:
+        """What context adds: accuracy on ambiguous words, the contextual layers' gain over the
+        embedding layer, and the baselines that know each word but no context."""
+        train, val, test = splits
+        lexicon = Lexicon.fit(train.keys, train.y)
+        ambiguous = ambiguous_types(train.keys, train.y, self.options.ambiguous_min_count)
+        subsets = {"": (np.ones(len(val.y), bool), np.ones(len(test.y), bool)),
+                   "_ambiguous": (is_ambiguous(val.keys, ambiguous), is_ambiguous(test.keys, ambiguous))}
+        lexical, majority = lexicon.predict(test.keys) == test.y, test.y == lexicon.majority
+        if not all(mask.any() for mask in subsets["_ambiguous"]):
+            logger.warning("pos: no ambiguous word in the validation or test subset; raise max_validation "
+                           "/ max_test or lower ambiguous_min_count to measure context")
+            del subsets["_ambiguous"]
+        for suffix, (on_val, on_test) in subsets.items():
+            add_baseline_rows(result, f"probe_acc{suffix}", lexical[on_test], majority[on_test], ids[on_test])
+            add_contextual_gain(result, layers, f"contextual_gain{suffix}", TOKEN_POOLING, on_val, on_test, ids)
+            if suffix:
+                add_subset_rows(result, layers, f"probe_acc{suffix}", TOKEN_POOLING, on_val, on_test, ids)
 
 
 class STSBOptions(SplitCaps, PoolingOptions, FinetuneOptions):

@@ -48,10 +48,17 @@ class ProbeSplit:
 @dataclass
 class LayerProbe:
     layer: int
-    val_acc: float
-    probe_acc: float
-    control_acc: float
+    val_correct: np.ndarray  # (N_val,) bool: the probe's validation predictions that are right
     correct: np.ndarray  # (N_test,) bool: the probe's test predictions that are right
+    control_acc: float
+
+    @property
+    def val_acc(self) -> float:
+        return float(self.val_correct.mean())
+
+    @property
+    def probe_acc(self) -> float:
+        return float(self.correct.mean())
 
     @property
     def selectivity(self) -> float:
@@ -105,31 +112,44 @@ def probe_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit, se
     layers = []
     for layer in range(train.x.shape[1]):
         x_tr, x_va, x_te = train.x[:, layer], validation.x[:, layer], test.x[:, layer]
-        probe, val_acc = _fit_best(x_tr, train.y, x_va, validation.y, cs, max_iter, seed)
+        probe, _ = _fit_best(x_tr, train.y, x_va, validation.y, cs, max_iter, seed)
         control, _ = _fit_best(x_tr, c_tr, x_va, c_va, cs, max_iter, seed)
-        correct = probe.predict(x_te) == test.y
-        layers.append(LayerProbe(layer, val_acc, float(correct.mean()),
-                                 float((control.predict(x_te) == c_te).mean()), correct))
+        layers.append(LayerProbe(layer, probe.predict(x_va) == validation.y, probe.predict(x_te) == test.y,
+                                 float((control.predict(x_te) == c_te).mean())))
     return layers
 
 
+def best_layer(layers: Sequence[LayerProbe], val_items: np.ndarray | None = None,
+               first: int = 0) -> LayerProbe:
+    """The layer (from ``first`` on) with the highest validation accuracy, on ``val_items`` (a
+    bool mask) if given: the reading is chosen on validation, never on test; ties go to the
+    lower layer."""
+    keep = slice(None) if val_items is None else val_items
+    return max(layers[first:], key=lambda p: float(p.val_correct[keep].mean()))
+
+
 def add_probe_rows(result: TaskResult, layers: list[LayerProbe], pooling: str,
-                   item_ids: Sequence[str] | None) -> None:
-    """Rows for every layer; with ``item_ids``, per-item correctness at the layer best on
-    validation (never chosen on test)."""
+                   item_ids: Sequence[str] | None) -> LayerProbe:
+    """Rows for every layer, and ``probe_acc`` at the layer best on validation (``layer`` None,
+    its index in ``best_layer``) with, given ``item_ids``, each test item's correctness there.
+    Returns that layer's probe."""
     n = len(layers[0].correct)
     for p in layers:
         result.add("probe_acc", p.probe_acc, n, layer=p.layer, pooling=pooling)
         result.add("control_acc", p.control_acc, n, layer=p.layer, pooling=pooling, higher_is_better=False)
         result.add("selectivity", p.selectivity, n, layer=p.layer, pooling=pooling)
+    best = best_layer(layers)
+    result.add("probe_acc", best.probe_acc, n, pooling=pooling)
+    result.add("best_layer", best.layer, len(best.val_correct), pooling=pooling, split="validation")
     if item_ids is not None:
-        best = max(layers, key=lambda p: p.val_acc)
-        result.add_items("probe_acc", best.layer, item_ids, best.correct)
+        result.add_items("probe_acc", None, item_ids, best.correct, pooling=pooling)
+    return best
 
 
 def ridge_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit,
-                 alphas: Sequence[float] = (1.0, 100.0)) -> list[float]:
-    """Test Spearman correlation of a ridge regression probe per layer, alpha picked on validation."""
+                 alphas: Sequence[float] = (1.0, 100.0)) -> list[tuple[float, float]]:
+    """(validation, test) Spearman correlation of a ridge regression probe per layer, alpha
+    picked on validation."""
     out = []
     for layer in range(train.x.shape[1]):
         best, best_rho = None, -np.inf
@@ -139,7 +159,7 @@ def ridge_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit,
             rho = spearman(reg.predict(validation.x[:, layer]), validation.y)
             if rho > best_rho:
                 best, best_rho = reg, rho
-        out.append(spearman(best.predict(test.x[:, layer]), test.y))
+        out.append((best_rho, spearman(best.predict(test.x[:, layer]), test.y)))
     return out
 
 

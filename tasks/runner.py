@@ -113,7 +113,8 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def summary(rows: list[dict]) -> str:
-    """Test values per task, one line per (reading, layer, group), majority baseline beside probes."""
+    """Test values per task, one line per (reading, layer, group); baselines (``metric@name``)
+    on the line without a reading."""
     test = [r for r in rows if r["split"] == "test"]
     if not test:
         return "(no test rows)"
@@ -122,11 +123,7 @@ def summary(rows: list[dict]) -> str:
         df[col] = ["-" if r[col] is None else str(r[col]) for r in test]  # before pandas makes NaN
     blocks = []
     for task, part in df.groupby("task", sort=False):
-        majority = part.loc[part["metric"] == "majority_acc", "value"]
-        rest = part[part["metric"] != "majority_acc"]
-        table = rest.pivot_table(index=["pooling", "layer", "group"], columns="metric", values="value",
+        table = part.pivot_table(index=["pooling", "layer", "group"], columns="metric", values="value",
                                  aggfunc="first", sort=False)
-        if len(majority):
-            table.insert(0, "majority_acc", majority.iloc[0])
         blocks.append(f"== {task}\n{table.to_string(float_format='{:.3f}'.format, na_rep='')}")
     return "\n\n".join(blocks)

@@ -7,16 +7,22 @@ error, so a model that cannot tell the two apart scores 0, not 50%. Both the sum
 pair may tokenize to different lengths. A cloze item is right only if the original sentence
 scores strictly above every other candidate filling of its slot (``acc``); ``mrr`` is the
 reciprocal of its rank, a tie ranking it below the candidates it ties with.
+
+Every score is also taken from the n-gram baselines of the run's own pre-training tokens
+(`objbench.tasks.ngram`), read through the same tokenizer and ruled the same way, so a
+report can tell a model that uses context from one that only knows word frequency.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from objbench.harness.data import prepare_data
 from objbench.harness.reading import TrainedModel
 from objbench.tasks.base import TaskResult
+from objbench.tasks.ngram import KneserNey, baseline_models
 
 
 def pair_correct(good: tuple[np.ndarray, np.ndarray], bad: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
@@ -33,28 +39,48 @@ def rank_correct(scores: np.ndarray, answers: np.ndarray) -> dict[str, np.ndarra
     return {"acc": rivals == 0, "mrr": 1.0 / (1 + rivals)}
 
 
+def ngram_baselines(model: TrainedModel) -> dict[str, KneserNey]:
+    """The unigram and trigram models of the training split the run was trained on."""
+    train = prepare_data(model.cfg.data).train
+    return baseline_models(np.asarray(train).ravel(), model.vocab.size)
+
+
+def scorers(model: TrainedModel, desc: str) -> dict[str | None, Callable[[list[str]], tuple[np.ndarray, np.ndarray]]]:
+    """The model's own sentence score (key None) and each n-gram baseline's, on the same tokens."""
+    def ngram(lm: KneserNey) -> Callable:
+        return lambda sentences: lm.score([model.ids(s) for s in sentences])
+    own = lambda sentences: model.score(sentences, desc=desc)  # noqa: E731
+    return {None: own, **{name: ngram(lm) for name, lm in ngram_baselines(model).items()}}
+
+
 def minimal_pairs(result: TaskResult, model: TrainedModel, good: Sequence[str], bad: Sequence[str],
                   groups: Sequence[str], item_ids: Sequence[str]) -> None:
-    """Score every pair once; add accuracy rows overall and per group, and each pair's correctness."""
-    sums, counts = model.score([*good, *bad], desc=f"{result.task} pairs")
+    """Score every pair once per scorer; add accuracy rows overall and per group, and each
+    pair's correctness."""
     n = len(good)
-    _add(result, pair_correct((sums[:n], counts[:n]), (sums[n:], counts[n:])), groups, item_ids)
+    for baseline, score in scorers(model, f"{result.task} pairs").items():
+        sums, counts = score([*good, *bad])
+        per_pair = pair_correct((sums[:n], counts[:n]), (sums[n:], counts[n:]))
+        _add(result, per_pair, groups, item_ids, baseline)
 
 
 def rank_candidates(result: TaskResult, model: TrainedModel, candidates: Sequence[Sequence[str]],
                     answers: Sequence[int], groups: Sequence[str], item_ids: Sequence[str]) -> None:
-    """Score every item's candidate sentences once (summed score: the candidates are single
-    words); add accuracy and mean reciprocal rank overall and per group, and each item's."""
-    sums, _ = model.score([s for item in candidates for s in item], desc=f"{result.task} candidates")
-    _add(result, rank_correct(sums.reshape(len(candidates), -1), np.asarray(answers)), groups, item_ids)
+    """Score every item's candidate sentences once per scorer (summed score: the candidates are
+    single words); add accuracy and mean reciprocal rank overall and per group, and each item's."""
+    flat = [s for item in candidates for s in item]
+    for baseline, score in scorers(model, f"{result.task} candidates").items():
+        sums, _ = score(flat)
+        per_item = rank_correct(sums.reshape(len(candidates), -1), np.asarray(answers))
+        _add(result, per_item, groups, item_ids, baseline)
 
 
 def _add(result: TaskResult, per_item: dict[str, np.ndarray], groups: Sequence[str],
-         item_ids: Sequence[str]) -> None:
+         item_ids: Sequence[str], baseline: str | None) -> None:
     groups = np.asarray(groups)
     for metric, values in per_item.items():
-        result.add(metric, values.mean(), len(values))
+        result.add(metric, values.mean(), len(values), baseline=baseline)
         for g in sorted(set(groups.tolist())):
             sel = groups == g
-            result.add(metric, values[sel].mean(), int(sel.sum()), group=g)
-        result.add_items(metric, None, item_ids, values)
+            result.add(metric, values[sel].mean(), int(sel.sum()), group=g, baseline=baseline)
+        result.add_items(metric, None, item_ids, values, baseline=baseline)

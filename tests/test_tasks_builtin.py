@@ -60,24 +60,29 @@ def test_task_runs_end_to_end(tiny_run, name, objective):
         assert tuple(item) == ITEM_KEYS and item["task"] == task.name and isinstance(item["item"], str)
     keys = [(r["metric"], r["layer"], r["pooling"], r["split"], r["group"]) for r in result.rows]
     assert len(keys) == len(set(keys)), "one row per value"
-    items = [(i["metric"], i["layer"], i["item"]) for i in result.items]
+    items = [(i["metric"], i["layer"], i["pooling"], i["item"]) for i in result.items]
     assert len(items) == len(set(items)), "one value per item"
-    # the objective's declared pooling, never its name, decides how sentences are read
-    poolings = {r["pooling"] for r in result.rows} - {None}
-    assert model.objective.pooling in poolings or not poolings or poolings == {"first-subtoken"}
+    # sentences are read by the objective's declared pooling (and mean), never by its name
+    expected = {"sentiment": {model.objective.pooling, "mean"}, "sts-b": {model.objective.pooling, "mean"},
+                "pos": {"first-subtoken"}}.get(name, set())
+    assert {r["pooling"] for r in result.rows} - {None} == expected
 
 
 def test_probe_rows_per_layer_and_pooling(tiny_run):
     model = TrainedModel(tiny_run("clm"))
     rows = build("sentiment", readings=["probe"]).run(model, seed=0).rows
     layers = range(model.cfg.model.n_layers + 1)
+    by = {(r["metric"], r["layer"], r["pooling"]): r["value"] for r in rows}
     for pooling in ("last", "mean"):
         for metric in ("probe_acc", "control_acc", "selectivity"):
-            got = {r["layer"] for r in rows if r["metric"] == metric and r["pooling"] == pooling}
+            got = {r["layer"] for r in rows if r["metric"] == metric and r["pooling"] == pooling} - {None}
             assert got == set(layers), (metric, pooling)
-    [majority] = [r for r in rows if r["metric"] == "majority_acc"]
-    assert majority["layer"] is None and majority["pooling"] is None
-    by = {(r["metric"], r["layer"], r["pooling"]): r["value"] for r in rows}
+        # one more probe_acc row: the layer chosen on validation, whose test value it repeats
+        chosen = int(by["best_layer", None, pooling])
+        assert by["probe_acc", None, pooling] == by["probe_acc", chosen, pooling]
+    for baseline in ("majority", "bag-of-words"):
+        [row] = [r for r in rows if r["metric"] == f"probe_acc@{baseline}"]
+        assert row["layer"] is None and row["pooling"] is None and 0 < row["value"] < 1
     for layer in layers:
         assert by["selectivity", layer, "last"] == pytest.approx(
             by["probe_acc", layer, "last"] - by["control_acc", layer, "last"])
@@ -94,8 +99,9 @@ def test_same_seed_same_rows_and_subsets_do_not_follow_the_seed(tiny_run):
 def test_pos_items_name_words_of_test_sentences(tiny_run):
     model = TrainedModel(tiny_run("mlm"))
     result = build("pos").run(model, seed=0)
-    [majority] = [r for r in result.rows if r["metric"] == "majority_acc"]
-    assert len(result.items) == majority["n"]
+    [majority] = [r for r in result.rows if r["metric"] == "probe_acc@majority"]
+    probe_items = [i for i in result.items if i["metric"] == "probe_acc"]
+    assert len(probe_items) == majority["n"]
     assert all(":" in i["item"] for i in result.items)
 
 
@@ -131,4 +137,4 @@ def test_every_objective_is_read_by_its_own_rules(tiny_run, objective):
     rows = build("sentiment", readings=["probe"], mean_pooling=False).run(model, seed=0).rows
     assert {r["pooling"] for r in rows} == {model.objective.pooling, None}
     rows = build("agreement", max_per_phenomenon=1).run(model, seed=0).rows
-    assert {r["metric"] for r in rows} == {"acc_sum", "acc_mean"}
+    assert {r["metric"] for r in rows if "@" not in r["metric"]} == {"acc_sum", "acc_mean"}

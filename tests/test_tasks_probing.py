@@ -79,8 +79,9 @@ def test_ridge_probe_recovers_a_planted_score():
         x = rng.normal(size=(n, 2, D))
         return ProbeSplit(x, x[:, 1, 0] * 2 + 0.05 * rng.normal(size=n))
 
-    rho = ridge_layers(split(300), split(100), split(200))
-    assert rho[1] > 0.95 and abs(rho[0]) < 0.25
+    (val_0, rho_0), (val_1, rho_1) = ridge_layers(split(300), split(100), split(200))
+    assert rho_1 > 0.95 and abs(rho_0) < 0.25
+    assert val_1 > 0.95 and abs(val_0) < 0.3
 
 
 def test_pair_features_are_symmetric():

@@ -73,7 +73,7 @@ def test_probe_command_writes_rows_items_and_a_table(tiny_run, capsys):
     assert {i["task"] for i in items} == {"sentiment", "agreement"}
     assert all(tuple(r) == ROW_KEYS for r in rows)
     out = capsys.readouterr().out
-    assert "majority_acc" in out and "probe_acc" in out and "acc_sum" in out
+    assert "probe_acc@majority" in out and "probe_acc" in out and "acc_sum@trigram" in out
 
 
 def test_probe_command_reports_bad_options_without_a_traceback(tiny_run, capsys):

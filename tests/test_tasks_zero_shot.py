@@ -66,11 +66,12 @@ def test_identical_pairs_score_zero_with_rows_per_group_and_items(tiny_run):
     result = TaskResult("pairs")
     minimal_pairs(result, model, good, list(good), ["a", "b", "a"], ["p1", "p2", "p3"])
     by_key = {(r["metric"], r["group"]): r for r in result.rows}
-    assert set(by_key) == {(m, g) for m in ("acc_sum", "acc_mean") for g in (None, "a", "b")}
-    assert all(r["value"] == 0.0 for r in result.rows)  # a tie is never a win
-    assert by_key["acc_sum", None]["n"] == 3 and by_key["acc_sum", "a"]["n"] == 2
+    metrics = [f"{m}{b}" for m in ("acc_sum", "acc_mean") for b in ("", "@unigram", "@trigram")]
+    assert set(by_key) == {(m, g) for m in metrics for g in (None, "a", "b")}
+    assert all(r["value"] == 0.0 for r in result.rows)  # a tie is never a win, for baselines too
+    assert by_key["acc_sum", None]["n"] == 3 and by_key["acc_sum@trigram", "a"]["n"] == 2
     assert sorted((i["metric"], i["item"]) for i in result.items) == sorted(
-        (m, p) for m in ("acc_sum", "acc_mean") for p in ("p1", "p2", "p3"))
+        (m, p) for m in metrics for p in ("p1", "p2", "p3"))
 
 
 def test_cloze_rank_counts_ties_against_the_answer():
@@ -89,18 +90,47 @@ def test_cloze_items_whose_candidates_are_identical_score_zero(tiny_run):
     result = TaskResult("cloze")
     rank_candidates(result, model, candidates, [0, 3], ["of", "in"], ["s1", "s2"])
     overall = {r["metric"]: r["value"] for r in result.rows if r["group"] is None}
-    assert overall == {"acc": 0.0, "mrr": 0.25}
-    assert {(i["metric"], i["item"]) for i in result.items} == {(m, s) for m in ("acc", "mrr") for s in ("s1", "s2")}
+    assert overall == {f"{m}{b}": v for m, v in (("acc", 0.0), ("mrr", 0.25))
+                       for b in ("", "@unigram", "@trigram")}
+    assert {(i["metric"], i["item"]) for i in result.items if "@" not in i["metric"]} == {
+        (m, s) for m in ("acc", "mrr") for s in ("s1", "s2")}
 
 
-def test_cloze_prefers_the_sentence_the_model_scores_higher(tiny_run):
+def test_cloze_ranks_each_item_by_its_own_candidates(tiny_run):
+    """Items are scored in one packed batch; each item's rank must come from its own candidates,
+    in the order given, as scoring every item alone says."""
     model = TrainedModel(tiny_run("clm"))
-    good, bad = "the company said it expects higher sales", "sales higher expects it said company the"
-    sums, _ = model.score([good, bad])
-    answer = int(np.argmax(sums))
+    candidates = [["the company said it expects higher sales", "sales higher expects it said company the",
+                   "the company said"],
+                  ["shares fell", "a new york bank reported", "fell shares"]]
     result = TaskResult("cloze")
-    rank_candidates(result, model, [[good, bad]], [answer], ["x"], ["s1"])
-    assert {r["metric"]: r["value"] for r in result.rows if r["group"] is None} == {"acc": 1.0, "mrr": 1.0}
+    rank_candidates(result, model, candidates, [2, 0], ["x", "y"], ["s1", "s2"])
+    for answer, (item, sentences) in zip([2, 0], zip(["s1", "s2"], candidates)):
+        alone, _ = model.score(sentences)
+        rivals = int((alone >= alone[answer]).sum()) - 1
+        got = {i["metric"]: i["value"] for i in result.items if i["item"] == item}
+        assert got["acc"] == float(rivals == 0) and got["mrr"] == pytest.approx(1 / (1 + rivals))
+
+
+def test_ngram_baselines_score_the_tokens_the_model_reads(tiny_run):
+    """The baselines are counted on the run's training split and read through its tokenizer:
+    the trigram prefers a real word order to its reversal far more often than chance."""
+    from objbench.harness.data import prepare_data
+    from objbench.tasks.zero_shot import ngram_baselines
+
+    model = TrainedModel(tiny_run("mlm"))
+    train = prepare_data(model.cfg.data).train
+    models = ngram_baselines(model)
+    assert models["unigram"].order == 1 and models["trigram"].order == 3
+    counts = np.bincount(np.asarray(train).ravel(), minlength=model.vocab.size)
+    frequent = int(counts.argmax())  # the unigram baseline knows frequency and nothing else
+    assert models["unigram"].log_probs([frequent])[0] == max(models["unigram"].log_probs([t])[0]
+                                                              for t in range(model.vocab.size))
+    result = TaskResult("pairs")
+    minimal_pairs(result, model, SENTENCES, [" ".join(reversed(s.split())) for s in SENTENCES],
+                  ["g"] * len(SENTENCES), [str(i) for i in range(len(SENTENCES))])
+    by = {r["metric"]: r["value"] for r in result.rows if r["group"] is None}
+    assert by["acc_sum@trigram"] == 1.0
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
