@@ -41,8 +41,21 @@ class Arm(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class Primary(Strict):
+    """One result the study's question is about: compared between arms with Holm's correction
+    over the primary results only; every other result is exploratory."""
+
+    task: str
+    metric: str
+    pooling: str | None = Field(None, description="the reading, where a task reports several")
+    group: str | None = Field(None, description="a subset such as a phenomenon; null = all items")
+    layer: int | None = Field(None, description="a layer index; null = the layer chosen on each run's "
+                              "validation split (per-layer metrics) or no layer")
+
+
 class Study(Strict):
     name: str
+    description: str = Field("", description="the question the study answers, shown first in its report")
     arms: list[Arm] = Field(min_length=1)
     reference: str = Field(description="arm every other arm is compared against")
     seeds: list[int] = Field([0, 1, 2], min_length=1)
@@ -53,6 +66,8 @@ class Study(Strict):
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="task -> options")
     probe_at: list[float] = Field([1.0], description="budget fractions at which tasks run; each "
                                   "must be an evaluation point k / train.eval_points")
+    primary: list[Primary] = Field(default_factory=list, description="the results the question is "
+                                   "about; empty: each task's own default (`Task.primary`)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Study":
@@ -99,9 +114,23 @@ def load_study(path: Path) -> Study:
             raise ConfigError(f"{path}: arm {arm.name!r} needs special tokens {missing} in "
                               f"data.special_tokens")
     try:
-        resolve_tasks(list(study.tasks), study.tasks)
+        tasks = resolve_tasks(list(study.tasks), study.tasks)
     except (ConfigError, PluginError) as exc:
         raise ConfigError(f"{path}: tasks: {exc}") from None
+    return _with_primary(study, tasks, path)
+
+
+def _with_primary(study: Study, tasks: list, path: Path) -> Study:
+    """The study with its primary results spelled out (each task's default when none is given)."""
+    if not study.primary:
+        given = [Primary(task=t.name, **spec) for t in tasks for spec in t.primary()]
+        return study.model_copy(update={"primary": given})
+    names = [t.name for t in tasks]
+    for i, p in enumerate(study.primary):
+        if p.task not in names:
+            raise ConfigError(f"{path}: primary[{i}]: task {p.task!r} is not among the study's tasks "
+                              f"({', '.join(names) or 'none'}); validation losses are never compared "
+                              f"across objectives")
     return study
 
 
@@ -125,8 +154,8 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     out = out or Path("runs") / study.name
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(study.data, study.train.batch_size)
-    resolved = study.model_dump(mode="json")
-    resolved["budget"] = {"axis": study.budget.axis, "value": study.budget.value}
+    resolved = study.model_dump(mode="json")  # a valid study file: `study run` accepts it again
+    resolved["budget"] = {study.budget.axis: getattr(study.budget, study.budget.axis)}
     if _is_main():
         (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (out / "provenance.json").write_text(json.dumps(provenance(data), indent=2))

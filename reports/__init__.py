@@ -14,7 +14,9 @@ from objbench.reports.compare import compare_to_reference
 from objbench.reports.document import Analysis, build_document
 from objbench.reports.export import write_tables
 from objbench.reports.figures import make_figures
+from objbench.reports.keys import primary_keys, unmatched_primary
 from objbench.reports.load import load_study
+from objbench.reports.maturity import assess
 from objbench.reports.render import to_html, to_markdown
 from objbench.reports.stats import N_BOOT
 
@@ -29,18 +31,22 @@ def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT) -> dic
     study_dir = Path(study_dir)
     data = load_study(study_dir)
     final = final_rows(data.done_results)
+    primary = primary_keys(data.config)
     summary = summarize(final, np.random.default_rng(seed), n_boot)
     noise = noise_floor(summary)
-    comparisons, notes = compare_to_reference(final, data.items, data.reference)
-    figures, skipped = make_figures(data, final, summary, study_dir / "figures")
+    comparisons, notes = compare_to_reference(final, data.items, data.reference, primary)
+    notes += unmatched_primary(primary, summary)
+    verdict = assess(data.items, data.done_results, primary, sorted(summary["arm"].unique()),
+                     data.budget_axis, data.budget_value)
+    figures, skipped = make_figures(data, final, summary, primary, study_dir / "figures")
     analysis = Analysis(data=data, summary=summary, comparisons=comparisons, noise=noise,
-                        budget=budget_used(data), figures=figures, skipped_figures=skipped,
-                        notes=notes)
+                        budget=budget_used(data), primary=primary, verdict=verdict, figures=figures,
+                        skipped_figures=skipped, notes=notes)
     blocks = build_document(analysis)
 
     written = write_tables(
         {"results": data.results, "summary": summary, "comparisons": comparisons,
-         "noise_floor": noise},
+         "noise_floor": noise, "verdict": verdict.checks},
         study_dir,
     )
     for name, text in (("report.md", to_markdown(blocks, study_dir)),

@@ -13,7 +13,7 @@ SUMMARY_COLUMNS = [
     "ci_low", "ci_high", "boot_low", "boot_high", "n",
 ]
 NOISE_COLUMNS = [*KEY, "noise_sd", "dof", "n_arms"]
-BUDGET_COLUMNS = ["arm", "runs", "steps", "tokens", "flops", "final_budget", "of_budget"]
+BUDGET_COLUMNS = ["arm", "runs", "steps", "tokens", "targets", "flops", "final_budget", "of_budget"]
 
 
 def final_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -73,7 +73,7 @@ def budget_used(data: StudyData) -> pd.DataFrame:
         records.append({
             "arm": arm,
             "runs": len(runs),
-            **{axis: _mean_of(last, AXIS_COLUMN[axis]) for axis in ("steps", "tokens", "flops")},
+            **{axis: _mean_of(last, column) for axis, column in AXIS_COLUMN.items()},
             "final_budget": reached,
             "of_budget": reached / data.budget_value,
         })

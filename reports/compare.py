@@ -1,9 +1,12 @@
-"""Paired comparisons of every arm against the study's reference arm, Holm-corrected together.
+"""Paired comparisons of every arm against the study's reference arm.
 
 Pairs are formed by seed (same seed number in both arms) and, where per-item scores exist, also
-by item. `diff` is always arm minus reference in the metric's own units; `winner` names the
-better arm once `higher_is_better` is taken into account, and only when the difference is
-significant after Holm's correction over every comparison in the table.
+by item. `diff` is always arm minus reference in the metric's own units. The study's primary
+results form the family that Holm's correction runs over; `winner` names the better arm (once
+`higher_is_better` is taken into account) only for a primary result significant after it.
+Every other comparison is exploratory: its raw p is reported, and nothing is declared won.
+Baselines and diagnostics are never compared (every arm reads the same data through them),
+nor are validation losses of different objectives (different targets, no common scale).
 """
 
 from __future__ import annotations
@@ -11,44 +14,42 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from objbench.reports.keys import is_model_result, mark_primary
 from objbench.reports.load import KEY
 from objbench.reports.stats import PairedTest, crossed_paired_test, holm, paired_t_test
 
 ALPHA = 0.05
-OWN_LOSSES = {"val_loss"}  # compared only between arms of the same objective
-ITEM_KEY = ["task", "metric", "layer"]
+ITEM_KEY = ["task", "metric", "layer", "pooling"]
 COMPARISON_COLUMNS = [
     "arm", "reference", *KEY, "higher_is_better", "n_seeds", "n_items", "reference_mean",
-    "arm_mean", "diff", "ci_low", "ci_high", "dof", "p", "p_holm", "significant", "winner",
-    "paired_over",
+    "arm_mean", "diff", "ci_low", "ci_high", "dof", "p", "primary", "p_holm", "significant",
+    "winner", "paired_over",
 ]
 
 
 def compare_to_reference(
-    final: pd.DataFrame, items: pd.DataFrame, reference: str, alpha: float = ALPHA
+    final: pd.DataFrame, items: pd.DataFrame, reference: str, primary: pd.DataFrame,
+    alpha: float = ALPHA,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per (arm != reference, result key) present in both; plus notes on what was skipped.
 
-    `final` holds the last-evaluation rows of finished runs, `items` the per-item scores.
+    `final` holds the last-evaluation rows of finished runs, `items` the per-item scores,
+    `primary` the primary result keys (`keys.primary_keys`).
     """
     notes: list[str] = []
     if reference not in set(final["arm"]):
         return pd.DataFrame(columns=COMPARISON_COLUMNS), [
             f"reference arm {reference!r} has no finished results: no comparisons"
         ]
+    final = final[is_model_result(final)]
     item_sets = _item_sets(final, items, notes)
     by_key = {keys: group.set_index("seed")["value"]
               for keys, group in final[final["arm"] == reference].groupby(KEY)}
-    objective_of = (final.groupby("arm")["objective"].first() if "objective" in final
-                    else pd.Series(dtype=object))
     records = []
     for (arm, *keys), group in final[final["arm"] != reference].groupby(["arm", *KEY]):
         ref_values = by_key.get(tuple(keys))
         if ref_values is None:
             continue
-        if dict(zip(KEY, keys))["task"] in OWN_LOSSES and \
-                objective_of.get(arm) != objective_of.get(reference):
-            continue  # each objective's loss has its own targets: no common scale to compare on
         arm_values = group.set_index("seed")["value"]
         seeds = sorted(set(arm_values.index) & set(ref_values.index))
         if not seeds:
@@ -67,6 +68,7 @@ def compare_to_reference(
         records.append(_record(arm, reference, key, group, arm_values[seeds], ref_values[seeds],
                                test, n_items, paired_over))
     table = pd.DataFrame(records, columns=COMPARISON_COLUMNS)
+    table["primary"] = mark_primary(table, primary)
     return _correct(table, alpha), notes
 
 
@@ -83,7 +85,9 @@ def _record(arm: str, reference: str, key: dict, group: pd.DataFrame, arm_values
 
 
 def _correct(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
+    """Holm over the primary comparisons; exploratory rows keep their raw p and win nothing."""
+    table["p_holm"] = np.nan
+    table.loc[table["primary"], "p_holm"] = holm(table.loc[table["primary"], "p"].to_numpy(dtype=float))
     table["significant"] = table["p_holm"] < alpha
     arm_better = (table["diff"] > 0) == table["higher_is_better"]
     table["winner"] = np.where(
@@ -92,26 +96,30 @@ def _correct(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return table
 
 
-def _item_sets(final: pd.DataFrame, items: pd.DataFrame, notes: list[str]) -> dict:
-    """Per (task, metric, layer): the items of each run's last evaluation, as a run x item table.
-
-    Item rows carry no split/pooling/group, so they are used only where exactly one ungrouped
-    result key matches them; otherwise the comparison falls back to seeds alone.
-    """
+def item_tables(items: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """Per (task, metric, layer, pooling): the items of each run's last evaluation, as a
+    (arm, seed) x item table."""
     if items.empty:
         return {}
-    ungrouped = final.loc[final["group"] == "", KEY].drop_duplicates()
-    keys_per_item_key = ungrouped.groupby(ITEM_KEY).size()
     last = items.groupby(["arm", "seed", *ITEM_KEY])["budget_value"].transform("max")
     items = items[items["budget_value"] == last]
+    return {key: group.pivot_table(index=["arm", "seed"], columns="item", values="value", aggfunc="mean")
+            for key, group in items.groupby(ITEM_KEY)}
+
+
+def _item_sets(final: pd.DataFrame, items: pd.DataFrame, notes: list[str]) -> dict:
+    """The item tables of model results, each checked against the one test result key it
+    belongs to (items carry no split or group: they are the test items of the whole set)."""
+    ungrouped = final.loc[(final["group"] == "") & (final["split"] == "test"), KEY].drop_duplicates()
+    keys_per_item_key = ungrouped.groupby(ITEM_KEY).size()
     tables = {}
-    for item_key, group in items.groupby(ITEM_KEY):
-        if keys_per_item_key.get(item_key, 0) != 1:
+    for item_key, table in item_tables(items).items():
+        if item_key not in keys_per_item_key.index:
+            continue  # a baseline's or diagnostic's items: no comparison between arms
+        if keys_per_item_key[item_key] != 1:
             notes.append(f"items for {'/'.join(map(str, item_key))} match"
-                         f" {keys_per_item_key.get(item_key, 0)} result keys: not used")
+                         f" {keys_per_item_key[item_key]} result keys: not used")
             continue
-        table = group.pivot_table(index=["arm", "seed"], columns="item", values="value",
-                                  aggfunc="mean")
         _check_against_results(table, final, item_key, notes)
         tables[item_key] = table
     return tables
@@ -120,7 +128,7 @@ def _item_sets(final: pd.DataFrame, items: pd.DataFrame, notes: list[str]) -> di
 def _check_against_results(table: pd.DataFrame, final: pd.DataFrame, item_key: tuple,
                            notes: list[str]) -> None:
     """Items must average to the reported value, or they measure something else."""
-    rows = final[(final["group"] == "")
+    rows = final[(final["group"] == "") & (final["split"] == "test")
                  & (final[ITEM_KEY] == pd.Series(item_key, index=ITEM_KEY)).all(axis=1)]
     reported = rows.set_index(["arm", "seed"])["value"]
     item_means = table.mean(axis=1)

@@ -14,7 +14,9 @@ import pandas as pd
 from objbench import __version__
 from objbench.reports.compare import ALPHA
 from objbench.reports.figures import SavedFigure
+from objbench.reports.keys import arm_order, baselines_of, describe
 from objbench.reports.load import KEY, NO_LAYER, StudyData
+from objbench.reports.maturity import Verdict
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,17 @@ Block = Heading | Paragraph | Bullets | Table | Image
 
 
 @dataclass(frozen=True)
+class Callout:
+    """A short statement a reader must not miss; ``warning`` when it limits what the study shows."""
+
+    text: str
+    warning: bool
+
+
+Block = Heading | Paragraph | Bullets | Table | Image | Callout
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Everything computed from a study that the report shows."""
 
@@ -55,22 +68,26 @@ class Analysis:
     comparisons: pd.DataFrame
     noise: pd.DataFrame
     budget: pd.DataFrame
+    primary: pd.DataFrame  # the primary result keys
+    verdict: Verdict
     figures: list[SavedFigure]
     skipped_figures: list[str]  # one reason per figure that had no data
     notes: list[str]  # data the comparisons could not use
 
 
 def build_document(analysis: Analysis) -> list[Block]:
-    """Sections in reading order: runs, failures, results, tests, noise, figures, provenance."""
+    """The answer first (question, verdict, primary results), then figures, then the appendix."""
     return [
-        *_header(analysis),
+        *_opening(analysis),
+        *_verdict(analysis),
+        *_primary(analysis),
         *_runs_not_used(analysis.data),
-        *_problems(analysis),
-        *_final_results(analysis),
-        *_baselines(analysis.summary),
-        *_comparisons(analysis),
-        *_noise(analysis),
         *_figures(analysis),
+        Heading("Appendix", 2),
+        *_exploratory(analysis),
+        *_final_results(analysis),
+        *_noise(analysis),
+        *_details(analysis),
         *_provenance(analysis.data),
     ]
 
@@ -88,50 +105,121 @@ def fmt_p(p: float) -> str:
     return "n/a" if np.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
-def _header(analysis: Analysis) -> list[Block]:
+def _value_ci(mean: float, low: float, high: float) -> str:
+    return f"{fmt(mean, 3)} [{fmt(low, 3)}, {fmt(high, 3)}]" if not np.isnan(low) else fmt(mean, 3)
+
+
+def _opening(analysis: Analysis) -> list[Block]:
     data = analysis.data
     done = int((data.runs["state"] == "done").sum())
-    blocks: list[Block] = [
+    question = str(data.config.get("description") or "").strip() or (
+        "No question stated: add a `description` to the study file to say what it asks.")
+    arms = ", ".join(str(a) for a in sorted(data.runs["arm"].unique()))
+    return [
         Heading(f"Study: {data.name}", 1),
-        Paragraph(
-            f"Budget: {fmt(data.budget_value)} {data.budget_axis} per run. Reference arm:"
-            f" {data.reference}. Finished runs: {done} of {len(data.runs)}; only finished runs"
-            " enter the tables, so every arm is measured at the budget it completed."
-        ),
+        Paragraph(question),
+        Paragraph(f"Arms: {arms} (reference: {data.reference}). Budget: {fmt(data.budget_value)}"
+                  f" {data.budget_axis} per run. Finished runs: {done} of {len(data.runs)}; only"
+                  " finished runs enter the tables."),
     ]
-    if not analysis.budget.empty:
-        budget = analysis.budget.assign(of_budget=analysis.budget["of_budget"] * 100)
-        blocks += [
-            Heading("Budget used", 2),
-            Paragraph("Mean over each arm's finished runs, from the last line of metrics.jsonl;"
-                      " 'final budget' is the budget value of the last evaluation."),
-            Table(_cells(budget.rename(columns={"of_budget": "% of budget",
-                                                "final_budget": "final budget"}))),
-        ]
+
+
+CHECK_MARK = {"pass": "yes", "fail": "NO", "unclear": "not shown"}
+
+
+def _verdict(analysis: Analysis) -> list[Block]:
+    verdict = analysis.verdict
+    blocks: list[Block] = [Heading("Verdict", 2), Callout(verdict.summary, verdict.mature is not True)]
+    checks = verdict.checks
+    if checks.empty:
+        return blocks
+    cells = checks.assign(cell=[
+        f"{CHECK_MARK[s]}: {fmt(d, 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
+        for s, d, lo, hi in zip(checks["status"], checks["diff"], checks["ci_low"], checks["ci_high"])])
+    cells["check"] = [c + ("" if r else " (stronger bar)") for c, r in zip(cells["check"], cells["required"])]
+    grid = cells.pivot(index="arm", columns="check", values="cell")
+    order = list(dict.fromkeys(cells["check"]))
+    blocks += [Table(grid[order].reset_index()),
+               Paragraph("Each cell: does the arm beat the bar, and by how much (difference and 95%"
+                         " interval over seeds and items). Required checks decide the verdict.")]
     return blocks
+
+
+def _primary(analysis: Analysis) -> list[Block]:
+    data, summary = analysis.data, analysis.summary
+    heading = Heading("Primary results", 2)
+    if analysis.primary.empty:
+        return [heading, Paragraph("The study names no primary results.")]
+    arms = arm_order(data, set(summary["arm"]))
+    rows = [_primary_row(analysis, key, arms) for key in analysis.primary.to_dict("records")]
+    rows += _budget_rows(analysis.budget, arms)
+    n_tests = int(analysis.comparisons.loc[analysis.comparisons["primary"], "p"].notna().sum())
+    note = (f"Mean over seeds [95% t interval]; Δ = arm minus {data.reference}, tested paired over"
+            f" seeds (and items where scored) with Holm's correction over these {n_tests}"
+            f" comparisons (* = adjusted p < {ALPHA}). Everything else in this report is"
+            " exploratory. Budget rows: what each arm consumed, mean over its runs.")
+    return [heading, Table(pd.DataFrame(rows, columns=["result", *arms, "baselines"])), Paragraph(note)]
+
+
+def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
+    summary, comparisons = analysis.summary, analysis.comparisons
+    mine = summary[(summary[KEY] == pd.Series(key)).all(axis=1)].set_index("arm")
+    tests = comparisons[(comparisons[KEY] == pd.Series(key)).all(axis=1)].set_index("arm")
+    row = {"result": describe(key)}
+    for arm in arms:
+        if arm not in mine.index:
+            row[arm] = "no result"
+            continue
+        cell = _value_ci(*mine.loc[arm, ["mean", "ci_low", "ci_high"]])
+        if arm in tests.index:
+            t = tests.loc[arm]
+            star = "*" if t["significant"] else ""
+            cell += f"; Δ {t['diff']:+.3g}, p {fmt_p(t['p_holm'])}{star}"
+            cell += f" ({t['winner']} better)" if t["winner"] else ""
+        row[arm] = cell
+    bases = baselines_of(summary, key["task"], key["metric"], key["group"]).groupby("baseline")["mean"].first()
+    row["baselines"] = ", ".join(f"{name} {fmt(v, 3)}" for name, v in bases.items()) or "none"
+    return row
+
+
+def _budget_rows(budget: pd.DataFrame, arms: list[str]) -> list[dict]:
+    by_arm = budget.set_index("arm")
+
+    def cell(arm: str, axis: str) -> str:
+        value = by_arm.loc[arm, axis] if arm in by_arm.index else np.nan
+        return "n/a" if np.isnan(value) else f"{value:.3g}" if axis == "flops" else f"{value:,.0f}"
+
+    return [{"result": f"budget used: {axis}", "baselines": "", **{arm: cell(arm, axis) for arm in arms}}
+            for axis in ("steps", "tokens", "targets", "flops")]
 
 
 def _runs_not_used(data: StudyData) -> list[Block]:
     bad = data.runs[data.runs["state"] != "done"]
     if bad.empty:
-        return [Heading("Failed runs", 2), Paragraph(f"None: all {len(data.runs)} runs finished.")]
+        return []
     return [
-        Heading("Failed runs", 2),
+        Heading("Runs left out", 2),
         Paragraph("Runs that failed, are still running or have no readable status are left out"
-                  " of every table and figure."),
+                  " of every table and figure; the others are compared on the seeds they share."),
         Table(_cells(bad[["arm", "seed", "state", "error"]])),
     ]
 
 
-def _problems(analysis: Analysis) -> list[Block]:
+def _details(analysis: Analysis) -> list[Block]:
     items = [*analysis.data.problems, *analysis.notes]
-    return [Heading("Data problems", 2), Bullets(items)] if items else []
+    if not items:
+        return []
+    return [Heading("Details", 3),
+            Paragraph("What the report could not use as it was written, and why: files that"
+                      " were damaged or missing, and per-item scores that could not be paired"
+                      " (those comparisons fall back to seeds alone)."),
+            Bullets(items)]
 
 
 def _final_results(analysis: Analysis) -> list[Block]:
     summary = analysis.summary.merge(analysis.noise[[*KEY, "noise_sd"]], on=KEY, how="left")
     if summary.empty:
-        return [Heading("Final results", 2), Paragraph("No finished run reported results.")]
+        return [Heading("All results", 3), Paragraph("No finished run reported results.")]
     single = bool((summary["n_seeds"] < 2).any())
     table = pd.DataFrame({
         **_key_cells(summary),
@@ -143,58 +231,34 @@ def _final_results(analysis: Analysis) -> list[Block]:
         "noise sd": summary["noise_sd"].map(fmt),
     })
     note = (
-        "Last evaluation of each finished run; mean and standard deviation over seeds. The t"
-        " interval is the one to read: a percentile bootstrap over 3-5 seeds cannot reach beyond"
-        " the smallest and largest seed and covers the mean far less often than 95%"
-        " (about 75% at 3 seeds, 83% at 5). 'noise sd' is the seed-to-seed standard deviation"
-        " pooled over arms (see Noise floor)."
+        "Every result at the last evaluation of each finished run (also in summary.csv);"
+        " metric@name is a baseline's value (the same for every arm). Mean and standard"
+        " deviation over seeds. The t interval is the one to read: a percentile bootstrap over"
+        " 3-5 seeds cannot reach beyond the smallest and largest seed and covers the mean far"
+        " less often than 95% (about 75% at 3 seeds, 83% at 5). 'noise sd' is the seed-to-seed"
+        " standard deviation pooled over arms. A layer left empty on a per-layer metric is the"
+        " layer chosen on each run's validation split."
     )
     if single:
         note += " With a single seed no interval can be estimated: shown as n/a."
-    return [Heading("Final results", 2), Paragraph(note), Table(_drop_empty_keys(table))]
+    return [Heading("All results", 3), Paragraph(note), Table(_drop_empty_keys(table))]
 
 
-def _baselines(summary: pd.DataFrame) -> list[Block]:
-    """Does each arm's best probe beat the task's majority-class baseline? Said in words."""
-    majority = summary[summary["metric"] == "majority_acc"].groupby("task")["mean"].first()
-    probes = summary[(summary["metric"] == "probe_acc") & summary["task"].isin(majority.index)]
-    if probes.empty:
-        return []
-    best = probes.loc[probes.groupby(["task", "arm"])["mean"].idxmax()]
-    verdicts = []
-    for row in best.itertuples():
-        base = majority[row.task]
-        verdicts.append("above, CI excludes it" if row.ci_low > base else
-                        "above on the mean only" if row.mean > base else "NOT above")
-    table = pd.DataFrame({
-        "task": best["task"], "arm": best["arm"],
-        "best probe": [f"layer {fmt(l)} {p}" for l, p in zip(best["layer"], best["pooling"])],
-        "probe acc": best["mean"].map(fmt), "95% CI (t)": _intervals(best["ci_low"], best["ci_high"]),
-        "majority": best["task"].map(majority).map(fmt), "verdict": verdicts,
-    })
-    return [
-        Heading("Probes against the majority baseline", 2),
-        Paragraph("Each arm's best probe (highest mean test accuracy over layers and poolings,"
-                  " so slightly optimistic) against always answering the most frequent label."),
-        Table(table),
-    ]
-
-
-def _comparisons(analysis: Analysis) -> list[Block]:
+def _exploratory(analysis: Analysis) -> list[Block]:
     data, table = analysis.data, analysis.comparisons
-    heading = Heading(f"Comparisons with the reference arm ({data.reference})", 2)
+    heading = Heading(f"All comparisons with {data.reference}", 3)
     if table.empty:
-        return [heading, Paragraph("No comparison could be made (see Data problems).")]
+        return [heading, Paragraph("No comparison could be made (see Details).")]
     table = table.merge(analysis.noise[[*KEY, "noise_sd"]], on=KEY, how="left")
-    tested = int(table["p"].notna().sum())
+    table = table.sort_values("primary", ascending=False, kind="stable")
     cells = pd.DataFrame({
         **_key_cells(table),
         "arm": table["arm"],
+        "kind": np.where(table["primary"], "primary", "exploratory"),
         "diff (arm − ref)": table["diff"].map(fmt),
         "95% CI": _intervals(table["ci_low"], table["ci_high"]),
         "p": table["p"].map(fmt_p),
         "p (Holm)": table["p_holm"].map(fmt_p),
-        "sig.": np.where(table["significant"], "*", ""),
         "better": table["winner"],
         "paired over": table["paired_over"],
         "n seeds": table["n_seeds"],
@@ -203,15 +267,14 @@ def _comparisons(analysis: Analysis) -> list[Block]:
     })
     note = (
         f"diff is arm minus {data.reference} in the metric's own units (for a loss, negative is"
-        " better); 'better' names the better arm when the difference is significant. Pairs share"
-        " the seed number. Paired over seeds: t-test on per-seed differences (n/a with one common"
-        " seed, or when every seed differs by exactly the same amount, which no test can judge)."
-        " Paired over seeds x items: per-item scores of both arms on the same items, with seeds"
-        " and items both treated as random (two-way variance components, Satterthwaite"
-        " degrees of freedom), so run-to-run variation is not mistaken for an effect; 'items, 1"
-        " seed' tests only the one seed pair and says nothing about reseeding."
-        f" Holm-Bonferroni correction over all {tested} tested comparisons; * = adjusted p <"
-        f" {ALPHA}."
+        " better). Primary rows repeat the table above; exploratory rows carry their raw p only:"
+        " with this many of them some fall below 0.05 by chance, so none is declared won. Paired"
+        " over seeds: t-test on per-seed differences (n/a with one common seed, or when every"
+        " seed differs by exactly the same amount). Paired over seeds x items: per-item scores"
+        " of both arms on the same items, with seeds and items both treated as random (two-way"
+        " variance components, Satterthwaite degrees of freedom); 'items, 1 seed' tests only the"
+        " one seed pair and says nothing about reseeding. Validation losses of different"
+        " objectives, baselines and diagnostics are never compared."
     )
     return [heading, Paragraph(note), Table(_drop_empty_keys(cells))]
 
@@ -225,7 +288,7 @@ def _noise(analysis: Analysis) -> list[Block]:
         "arms": noise["n_arms"],
     })
     return [
-        Heading("Noise floor", 2),
+        Heading("Noise floor", 3),
         Paragraph("Seed-to-seed standard deviation of each final result, pooled over arms (df ="
                   " degrees of freedom; 0 means no arm had two seeds). Differences between arms"
                   " of this size arise from reseeding alone."),
@@ -244,7 +307,7 @@ def _figures(analysis: Analysis) -> list[Block]:
 
 def _provenance(data: StudyData) -> list[Block]:
     runs = data.runs.assign(wall_time_s=data.runs["wall_time_s"].map(fmt))
-    blocks: list[Block] = [Heading("Provenance", 2)]
+    blocks: list[Block] = [Heading("Provenance", 3)]
     if data.provenance:
         flat = _flatten(data.provenance)
         blocks.append(Table(pd.DataFrame({"key": list(flat), "value": list(flat.values())})))

@@ -7,6 +7,7 @@ report changes no global plotting settings.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,55 +19,73 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from objbench.reports.keys import arm_order, base_metric, baseline_name, baselines_of, describe
 from objbench.reports.load import AXIS_COLUMN, NO_LAYER, StudyData
 
-PROBE_METRICS = ("probe_acc", "selectivity")
+# per-layer metrics drawn as curves, each with its baselines as reference lines
+LAYER_METRICS = ("probe_acc", "probe_acc_ambiguous", "probe_spearman")
+SERIES_COLUMNS = ["panel", "role", "task", "metric", "arm", "objective"]
 _STYLE = sns.axes_style("whitegrid")
 
 
 @dataclass(frozen=True)
 class SavedFigure:
-    """A figure written to disk, with the caption the report prints under it."""
+    """A figure written to disk, with the caption the report prints under it and what it plots.
+
+    ``series`` has one row per plotted series (`SERIES_COLUMNS`): its panel, its role
+    ("result" for what arms scored, "baseline" for a reference line), and what it shows.
+    """
 
     name: str
     title: str
     caption: str
     png: Path
     svg: Path
+    series: pd.DataFrame
 
 
-def make_figures(
-    data: StudyData, final: pd.DataFrame, final_summary: pd.DataFrame, out_dir: Path
-) -> tuple[list[SavedFigure], list[str]]:
+@dataclass
+class Drawn:
+    """A drawn figure before saving: the figure, its caption, and the series it plots."""
+
+    figure: Figure
+    caption: str
+    series: list[dict]
+
+
+def make_figures(data: StudyData, final: pd.DataFrame, final_summary: pd.DataFrame,
+                 primary: pd.DataFrame, out_dir: Path) -> tuple[list[SavedFigure], list[str]]:
     """Draw every figure that has data; return the saved ones and one note per skipped one.
 
-    `final` holds the last-evaluation rows of finished runs, `final_summary` their summary.
+    `final` holds the last-evaluation rows of finished runs, `final_summary` their summary,
+    `primary` the primary result keys.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    # one color per arm in every figure
-    arms = [_label(arm) for arm in sorted(data.runs["arm"].unique())]
+    # one color per arm in every figure, in the order of the report's tables
+    arms = [_label(arm) for arm in arm_order(data, set(data.runs["arm"]))]
     palette = dict(zip(arms, sns.color_palette(n_colors=len(arms))))
-    plots: list[tuple[str, str, Callable[[], tuple[Figure | None, str]]]] = [
+    plots: list[tuple[str, str, Callable[[], Drawn | str]]] = [
+        ("primary", "Primary results", lambda: _primary(final_summary, primary, palette)),
+        ("primary_vs_budget", "Primary results over training",
+         lambda: _primary_vs_budget(data, primary, palette)),
+        ("probe_layers", "Probes per layer", lambda: _probe_layers(final, final_summary, palette)),
         ("learning_curves", "Validation loss", lambda: _learning_curves(data, palette)),
-        ("probe_vs_budget", "Probe accuracy over training",
-         lambda: _probe_vs_budget(data, palette)),
-        ("probe_layers", "Probes per layer", lambda: _probe_layers(final, palette)),
         ("phenomena", "Minimal-pair accuracy by phenomenon", lambda: _phenomena(final_summary)),
-        ("summary", "Final results", lambda: _summary(final_summary, palette)),
     ]
     saved, skipped = [], []
     for name, title, draw in plots:
         png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
         with matplotlib.rc_context(_STYLE):
-            figure, caption = draw()
-        if figure is None:
-            skipped.append(f"{title}: skipped, {caption}")
+            drawn = draw()
+        if isinstance(drawn, str):
+            skipped.append(f"{title}: skipped, {drawn}")
             for stale in (png, svg):  # from an earlier report, when the data was still there
                 stale.unlink(missing_ok=True)
             continue
-        figure.savefig(png, dpi=110)
-        figure.savefig(svg, metadata={"Date": None})
-        saved.append(SavedFigure(name, title, caption, png, svg))
+        drawn.figure.savefig(png, dpi=110)
+        drawn.figure.savefig(svg, metadata={"Date": None})
+        saved.append(SavedFigure(name, title, drawn.caption, png, svg,
+                                 pd.DataFrame(drawn.series, columns=SERIES_COLUMNS)))
     return saved, skipped
 
 
@@ -74,6 +93,16 @@ def _label(text: object) -> str:
     """Data text safe for matplotlib: `$` starts mathtext, a leading `_` hides a legend entry."""
     text = str(text).replace("$", r"\$")
     return f" {text}" if text.startswith("_") else text
+
+
+def _present(palette: dict, rows: pd.DataFrame) -> list[str]:
+    """The arms of ``rows`` in the palette's (the report's) order."""
+    return [arm for arm in palette if arm in set(rows["arm"])]
+
+
+def _title(text: str) -> str:
+    """A panel title wrapped to the panel's width, so it never runs into its neighbour."""
+    return "\n".join(textwrap.wrap(_label(text), 42))
 
 
 def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -89,126 +118,184 @@ def _aligned_x(frame: pd.DataFrame, x: str) -> pd.DataFrame:
     return frame.assign(**{x: frame.groupby([frame["arm"], point])[x].transform("mean")})
 
 
-def _panels(count: int, width: float = 4.5, height: float = 3.4) -> tuple[Figure, list]:
+def _panels(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
     cols = min(count, 3)
     rows = math.ceil(count / cols)
-    figure = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    figure = Figure(figsize=(width * cols + 1.6, height * rows), layout="constrained")
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
     for extra in axes[count:]:
         extra.set_visible(False)
     return figure, list(axes[:count])
 
 
-def _learning_curves(data: StudyData, palette: dict) -> tuple[Figure | None, str]:
+def _legend_outside(figure: Figure, axes: list) -> None:
+    """One legend for the figure, right of every panel, never over data."""
+    handles, labels = {}, []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if labels:
+        figure.legend([handles[l] for l in labels], labels, loc="outside right upper", fontsize="small")
+
+
+def _baseline_lines(ax, rows: pd.DataFrame, panel: str, series: list[dict]) -> None:
+    """Dashed horizontal reference lines, one per baseline in ``rows`` (baselines_of)."""
+    for (baseline, metric, task), part in rows.groupby(["baseline", "metric", "task"]):
+        value = float(part["mean"].mean())
+        ax.axhline(value, color="0.35", linestyle="--", linewidth=1, label=_label(f"{baseline} (baseline)"))
+        ax.annotate(_label(baseline), (1.0, value), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                    textcoords="offset points", ha="right", fontsize="x-small", color="0.35")
+        series.append({"panel": panel, "role": "baseline", "task": task, "metric": metric,
+                       "arm": None, "objective": None})
+
+
+def _result_series(panel: str, rows: pd.DataFrame, series: list[dict]) -> None:
+    for (task, metric, arm), part in rows.groupby(["task", "metric", "arm"]):
+        objective = part["objective"].iloc[0] if "objective" in part else None
+        series.append({"panel": panel, "role": "result", "task": task, "metric": metric,
+                       "arm": arm, "objective": objective})
+
+
+def _key_rows(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
+    return frame[(frame[list(key)] == pd.Series(key)).all(axis=1)]
+
+
+def _primary(summary: pd.DataFrame, primary: pd.DataFrame, palette: dict) -> Drawn | str:
+    keys = [k for k in primary.to_dict("records") if not _key_rows(summary, k).empty]
+    if not keys:
+        return "no primary result was reported"
+    figure, axes = _panels(len(keys), width=3.8)
+    series: list[dict] = []
+    for ax, key in zip(axes, keys):
+        rows = _key_rows(summary, key)
+        rows = rows.assign(order=rows["arm"].map(_label).map(list(palette).index)).sort_values("order")
+        panel = describe(key)
+        for position, row in enumerate(rows.itertuples()):
+            error = np.array([[row.mean - row.ci_low], [row.ci_high - row.mean]])
+            ax.errorbar(position, row.mean, yerr=None if np.isnan(error).any() else error, fmt="o",
+                        capsize=4, color=palette[_label(row.arm)], label=_label(row.arm))
+        ax.set_xticks(range(len(rows)), [_label(a) for a in rows["arm"]], rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        _result_series(panel, rows.assign(objective=None), series)
+        _baseline_lines(ax, baselines_of(summary, key["task"], key["metric"], key["group"]), panel, series)
+        ax.set_title(_title(panel), fontsize="small")
+        ax.set_ylabel(_label(key["metric"]))
+    _legend_outside(figure, axes)
+    return Drawn(figure, "Each primary result at the final evaluation. Point: mean over seeds; bar:"
+                 " 95% t interval (absent with one seed); dashed lines: baselines that read the"
+                 " same items without the encoder (they are the same for every arm).", series)
+
+
+def _primary_vs_budget(data: StudyData, primary: pd.DataFrame, palette: dict) -> Drawn | str:
+    rows = data.done_results.merge(primary, on=list(primary.columns))
+    if rows["budget_value"].nunique() < 2:
+        return "the primary results were evaluated at fewer than two budget points (probe_at)"
+    rows = _with_labels(_aligned_x(rows, "budget_value"))
+    keys = [k for k in primary.to_dict("records") if not _key_rows(rows, k).empty]
+    figure, axes = _panels(len(keys))
+    series: list[dict] = []
+    for ax, key in zip(axes, keys):
+        part, panel = _key_rows(rows, key), describe(key)
+        sns.lineplot(data=part, x="budget_value", y="value", hue="arm", hue_order=_present(palette, part),
+                     palette=palette,
+                     errorbar=("ci", 95), marker="o", ax=ax)
+        _result_series(panel, part, series)
+        final = data.done_results[data.done_results["final"]]
+        bases = baselines_of(final, key["task"], key["metric"], key["group"]).rename(columns={"value": "mean"})
+        _baseline_lines(ax, bases, panel, series)
+        ax.set_title(_title(panel), fontsize="small")
+        ax.set_xlabel(data.budget_axis)
+        ax.set_ylabel(_label(key["metric"]))
+    _legend_outside(figure, axes)
+    return Drawn(figure, f"Primary results at each probe point against {data.budget_axis}. Line:"
+                 " mean over seeds; band: 95% interval of the mean; dashed lines: baselines.", series)
+
+
+def _probe_layers(final: pd.DataFrame, summary: pd.DataFrame, palette: dict) -> Drawn | str:
+    rows = final[final["metric"].isin(LAYER_METRICS) & (final["layer"] != NO_LAYER)]
+    if rows.empty:
+        return "no per-layer probe results"
+    rows = _with_labels(rows)
+    panels = sorted(rows.groupby(["task", "metric"]).groups)
+    figure, axes = _panels(len(panels))
+    series: list[dict] = []
+    for ax, (task, metric) in zip(axes, panels):
+        part, panel = rows[(rows["task"] == task) & (rows["metric"] == metric)], f"{task}: {metric}"
+        style = "pooling" if part["pooling"].nunique() > 1 else None
+        sns.lineplot(data=part, x="layer", y="value", hue="arm", hue_order=_present(palette, part),
+                     style=style, palette=palette,
+                     errorbar=("ci", 95), marker="o", ax=ax)
+        _result_series(panel, part, series)
+        _baseline_lines(ax, baselines_of(summary, task, metric), panel, series)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(_title(panel), fontsize="small")
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel(_label(metric))
+    _legend_outside(figure, axes)
+    return Drawn(figure, "Probe results per layer at the final evaluation. A curve that falls after"
+                 " layer 0 means the contextual layers hold less than the embeddings. Line: mean"
+                 " over seeds; band: 95% interval of the mean; dashed lines: baselines.", series)
+
+
+def _learning_curves(data: StudyData, palette: dict) -> Drawn | str:
     metrics = data.metrics
     x = AXIS_COLUMN[data.budget_axis]
     if metrics.empty or "val_loss" not in metrics or x not in metrics:
-        return None, f"no val_loss with {x} in metrics.jsonl"
+        return f"no val_loss with {x} in metrics.jsonl"
     done = data.runs.loc[data.runs["state"] == "done", ["arm", "seed"]]
     curves = metrics.merge(done, on=["arm", "seed"]).dropna(subset=["val_loss", x])
     if curves.empty:
-        return None, "no finished run logged val_loss"
+        return "no finished run logged val_loss"
     curves = _with_labels(_aligned_x(curves, x))
     objectives = sorted(curves["objective"].fillna("").astype(str).unique())
     figure, axes = _panels(len(objectives))
+    series: list[dict] = []
     for ax, objective in zip(axes, objectives):
-        sns.lineplot(data=curves[curves["objective"] == objective], x=x, y="val_loss", hue="arm",
+        part, panel = curves[curves["objective"] == objective], objective or "objective unknown"
+        sns.lineplot(data=part, x=x, y="val_loss", hue="arm", hue_order=_present(palette, part),
                      palette=palette, errorbar="sd", ax=ax)
-        ax.set_title(_label(objective or "objective unknown"))
+        _result_series(panel, part.assign(task="val_loss", metric="loss"), series)
+        ax.set_title(_title(panel))
         ax.set_xlabel(data.budget_axis)
-    return figure, (
+    _legend_outside(figure, axes)
+    return Drawn(figure, (
         f"Validation loss against {data.budget_axis}, one panel per objective: losses of"
         " different objectives predict different targets and are not comparable. Line: mean"
-        " over seeds; band: ±1 standard deviation."
-    )
+        " over seeds; band: ±1 standard deviation."), series)
 
 
-def _probe_vs_budget(data: StudyData, palette: dict) -> tuple[Figure | None, str]:
-    rows = data.done_results
-    rows = rows[(rows["metric"] == "probe_acc") & (rows["layer"] != NO_LAYER)]
-    if rows["budget_value"].nunique() < 2:
-        return None, "probe_acc was evaluated at fewer than two budget points"
-    # one number per run and evaluation point: the mean over layers, which selects nothing
-    per_run = (rows.groupby(["arm", "seed", "task", "pooling", "budget_value"], as_index=False)
-               ["value"].mean())
-    per_run = _with_labels(_aligned_x(per_run, "budget_value"))
-    tasks = sorted(per_run["task"].unique())
-    figure, axes = _panels(len(tasks))
-    for ax, task in zip(axes, tasks):
-        part = per_run[per_run["task"] == task]
-        style = "pooling" if part["pooling"].nunique() > 1 else None
-        sns.lineplot(data=part, x="budget_value", y="value", hue="arm", style=style,
-                     palette=palette, errorbar="sd", marker="o", ax=ax)
-        ax.set_title(_label(task))
-        ax.set_xlabel(data.budget_axis)
-        ax.set_ylabel("probe_acc (mean over layers)")
-    return figure, (
-        f"Probe accuracy, averaged over layers, at each evaluation point against"
-        f" {data.budget_axis}. Line: mean over seeds; band: ±1 standard deviation."
-    )
-
-
-def _probe_layers(final: pd.DataFrame, palette: dict) -> tuple[Figure | None, str]:
-    rows = final[final["metric"].isin(PROBE_METRICS) & (final["layer"] != NO_LAYER)]
+def _phenomena(summary: pd.DataFrame) -> Drawn | str:
+    rows = summary[(summary["group"] != "") & (summary["split"] == "test")]
     if rows.empty:
-        return None, "no per-layer probe results"
-    rows = _with_labels(rows)
-    panels = sorted(rows.groupby(["metric", "task"]).groups)
-    figure, axes = _panels(len(panels))
-    for ax, (metric, task) in zip(axes, panels):
-        part = rows[(rows["metric"] == metric) & (rows["task"] == task)]
-        style = "pooling" if part["pooling"].nunique() > 1 else None
-        sns.lineplot(data=part, x="layer", y="value", hue="arm", style=style, palette=palette,
-                     errorbar="sd", marker="o", ax=ax)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(_label(f"{task}: {metric}"))
-        ax.set_ylabel(_label(metric))
-    return figure, (
-        "Probe results at the final evaluation per layer (selectivity = probe minus control"
-        " task accuracy). Line: mean over seeds; band: ±1 standard deviation."
-    )
-
-
-def _phenomena(summary: pd.DataFrame) -> tuple[Figure | None, str]:
-    rows = summary[summary["group"] != ""]
-    if rows.empty:
-        return None, "no results broken down by phenomenon (group)"
-    panels = sorted(rows.groupby(["task", "metric"]).groups)
+        return "no results broken down by phenomenon (group)"
+    rows = rows.assign(base=rows["metric"].map(base_metric), baseline=rows["metric"].map(baseline_name))
+    panels = sorted(rows.groupby(["task", "base"]).groups)
     width = max(4.5, 0.45 * rows["group"].nunique() + 2)
-    height = max(2.5, 0.45 * rows["arm"].nunique() + 1.5)
+    height = max(2.5, 0.4 * (rows["arm"].nunique() + rows["baseline"].nunique()) + 1.5)
     figure = Figure(figsize=(width, height * len(panels)), layout="constrained")
     axes = figure.subplots(len(panels), 1, squeeze=False).ravel()
+    series: list[dict] = []
     for ax, (task, metric) in zip(axes, panels):
-        part = rows[(rows["task"] == task) & (rows["metric"] == metric)]
-        grid = part.pivot_table(index="arm", columns="group", values="mean")
+        part, panel = rows[(rows["task"] == task) & (rows["base"] == metric)], f"{task}: {metric}"
+        models, bases = part[part["baseline"].isna()], part[part["baseline"].notna()]
+        grid = pd.concat([
+            models.pivot_table(index="arm", columns="group", values="mean"),
+            bases.pivot_table(index="baseline", columns="group", values="mean", aggfunc="mean")
+                 .rename(index=lambda b: f"{b} (baseline)")])
         grid.index = grid.index.map(_label)
         grid.columns = grid.columns.map(_label)
         sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, ax=ax,
                     cbar_kws={"label": _label(metric)})
-        ax.set_title(_label(f"{task}: {metric}"))
+        _result_series(panel, models.assign(metric=metric, objective=None), series)
+        series += [{"panel": panel, "role": "baseline", "task": task, "metric": m, "arm": None,
+                    "objective": None} for m in sorted(set(bases["metric"]))]
+        ax.set_title(_title(panel))
         ax.set_xlabel("phenomenon")
+        ax.set_ylabel("")
         ax.tick_params(axis="x", labelrotation=45)
-    return figure, "Minimal-pair accuracy at the final evaluation, mean over seeds."
-
-
-def _summary(summary: pd.DataFrame, palette: dict) -> tuple[Figure | None, str]:
-    rows = summary[(summary["group"] == "") & (summary["layer"] == NO_LAYER)]
-    if rows.empty:
-        return None, "no final results without a layer or group"
-    panels = sorted(rows.groupby(["task", "metric", "split", "pooling"]).groups)
-    figure, axes = _panels(len(panels), width=3.6, height=3.0)
-    for ax, (task, metric, split, pooling) in zip(axes, panels):
-        part = rows[(rows["task"] == task) & (rows["metric"] == metric)
-                    & (rows["split"] == split) & (rows["pooling"] == pooling)]
-        for position, row in enumerate(part.itertuples()):
-            error = np.array([[row.mean - row.ci_low], [row.ci_high - row.mean]])
-            ax.errorbar(position, row.mean, yerr=None if np.isnan(error).any() else error,
-                        fmt="o", capsize=4, color=palette[_label(row.arm)])
-        ax.set_xticks(range(len(part)), [_label(arm) for arm in part["arm"]], rotation=30,
-                      ha="right")
-        ax.set_title(_label(" ".join(p for p in (task, split, pooling) if p)))
-        ax.set_ylabel(_label(metric))
-    return figure, (
-        "Every final result without a layer or phenomenon breakdown (those are in the figures"
-        " above). Point: mean over seeds; bar: 95% t interval (absent with one seed)."
-    )
+    return Drawn(figure, "Minimal-pair accuracy at the final evaluation per phenomenon, mean over"
+                 " seeds; the last rows are the n-gram baselines on the same pairs.", series)

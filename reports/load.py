@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from objbench.harness.config import BUDGET_AXES
 from objbench.harness.errors import ConfigError, DataError
 
-BUDGET_AXES = ("steps", "tokens", "flops")
 # metrics.jsonl column that measures each budget axis
-AXIS_COLUMN = {"steps": "step", "tokens": "tokens", "flops": "flops"}
+AXIS_COLUMN = {"steps": "step", "tokens": "tokens", "targets": "targets", "flops": "flops"}
 
 # A result value is identified by (arm, seed, eval point) plus these columns. Missing optional
 # parts are stored as NO_LAYER / "" rather than NaN so that groupby and dict look-ups never meet
@@ -29,9 +29,9 @@ KEY = ["task", "metric", "split", "layer", "pooling", "group"]
 NO_LAYER = -1
 RESULT_COLUMNS = [
     "study", "arm", "objective", "options", "seed", "budget_axis", "budget_value", "step",
-    "tokens", "flops", *KEY, "value", "n", "higher_is_better", "final",
+    "tokens", "targets", "flops", *KEY, "value", "n", "higher_is_better", "final",
 ]
-ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "item", "value"]
+ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "pooling", "item", "value"]
 RUN_COLUMNS = [
     "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s",
 ]
@@ -147,13 +147,20 @@ def _study_fields(config: dict) -> tuple[str, str, str, float]:
     for key in ("name", "reference", "budget"):
         if key not in config:
             raise ConfigError(f"study.yaml: key '{key}' is missing")
-    budget = config["budget"]
-    if not isinstance(budget, dict) or budget.get("axis") not in BUDGET_AXES:
-        raise ConfigError(
-            f"study.yaml: budget must be {{axis: one of {', '.join(BUDGET_AXES)}, value: number}},"
-            f" got {budget!r}"
-        )
-    return str(config["name"]), str(config["reference"]), budget["axis"], float(budget["value"])
+    axis, value = _budget(config["budget"])
+    return str(config["name"]), str(config["reference"]), axis, value
+
+
+def _budget(budget: object) -> tuple[str, float]:
+    """The (axis, value) of a study file's budget, ``{tokens: 5e5}``; folders written before the
+    targets axis existed say ``{axis: tokens, value: 5e5}``."""
+    if isinstance(budget, dict):
+        if budget.get("axis") in BUDGET_AXES and "value" in budget:
+            return budget["axis"], float(budget["value"])
+        given = [(axis, value) for axis, value in budget.items() if value is not None]
+        if len(given) == 1 and given[0][0] in BUDGET_AXES:
+            return given[0][0], float(given[0][1])
+    raise ConfigError(f"study.yaml: budget must set one of {', '.join(BUDGET_AXES)}, got {budget!r}")
 
 
 def _read_json(path: Path, problems: list[str], label: str, optional: bool = False) -> dict:
@@ -262,6 +269,7 @@ def _dedupe(frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
 def _items_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     frame["layer"] = frame["layer"].fillna(NO_LAYER).astype(int)
+    frame["pooling"] = frame["pooling"].fillna("").astype(str)
     frame["item"] = frame["item"].astype(str)
     return frame.astype({"seed": int, "value": float, "budget_value": float})
 

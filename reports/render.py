@@ -14,14 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from objbench.reports.document import Block, Bullets, Heading, Image, Paragraph, Table
+from objbench.reports.document import Block, Bullets, Callout, Heading, Image, Paragraph, Table
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#$])")  # $ starts math on code hosts
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+body { font-family: system-ui, sans-serif; max-width: 1300px; margin: 1.2em auto; padding: 0 1em;
+       color: #222; line-height: 1.4; }
+h1 { margin: 0.2em 0 0.3em; } h2 { margin: 1em 0 0.4em; } p { margin: 0.4em 0; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
+.callout { border-left: 5px solid #2a7a2a; background: #eef7ee; padding: 0.5em 0.9em; margin: 0.6em 0; }
+.callout.warning { border-color: #b45309; background: #fff4e5; }
 th { background: #f2f2f2; }
 tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0; }
@@ -57,6 +61,8 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
             parts.append("\n".join(f"- {md_escape(item)}" for item in block.items))
         elif isinstance(block, Table):
             parts.append(markdown_table(block.frame))
+        elif isinstance(block, Callout):
+            parts.append("> " + ("**Warning:** " if block.warning else "") + md_escape(block.text))
         elif isinstance(block, Image):
             link = block.figure.png.relative_to(base).as_posix()
             svg = block.figure.svg.relative_to(base).as_posix()
@@ -77,6 +83,9 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
             body.append(_html_table(block.frame))
+        elif isinstance(block, Callout):
+            tone, lead = ("callout warning", "<strong>Warning:</strong> ") if block.warning else ("callout", "")
+            body.append(f'<div class="{tone}">{lead}{_esc(block.text)}</div>')
         elif isinstance(block, Image):
             png = base64.b64encode(block.figure.png.read_bytes()).decode("ascii")
             body.append(

@@ -96,7 +96,9 @@ def crossed_paired_test(diffs: np.ndarray, level: float = LEVEL) -> PairedTest:
     weights = np.array([1.0, item_part, -item_part]) / (n_seeds * n_items)
     variance = float(weights @ mean_squares)
     terms = ((weights * mean_squares) ** 2 / dofs).sum()
-    dof = variance**2 / terms if terms > 0 else np.inf
+    # with the negative weight, Satterthwaite's formula can fall far below every mean square's
+    # own degrees of freedom (an interval of +-1e149 with 2 seeds); the seeds' S - 1 is the floor
+    dof = max(variance**2 / terms, n_seeds - 1) if terms > 0 else np.inf
     return _t_result(mean, np.sqrt(variance), dof, level)
 
 

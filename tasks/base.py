@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,6 +30,9 @@ def baseline_metric(metric: str, baseline: str | None) -> str:
     """
     return metric if baseline is None else f"{metric}{BASELINE_MARK}{baseline}"
 ITEM_KEYS = ("task", "metric", "layer", "pooling", "item", "value")
+# rows that describe how a task read the data rather than how well a model did: reported,
+# never compared between arms
+DIAGNOSTIC_METRICS = frozenset({"best_layer"})
 
 
 class Options(BaseModel):
@@ -87,6 +90,12 @@ class Task(ABC):
 
     def __init__(self, options: Options) -> None:
         self.options = options
+
+    def primary(self) -> list[dict[str, Any]]:
+        """The results a study compares arms on by default (keys of `Primary` in a study file:
+        ``metric`` and, where a task reports several readings, ``pooling``/``group``/``layer``).
+        A study's own ``primary`` list replaces these. Default: none."""
+        return []
 
     @abstractmethod
     def run(self, model: "TrainedModel", seed: int) -> TaskResult:

@@ -22,7 +22,7 @@ from objbench.tasks.bow import bag_of_words_correct, bag_of_words_scores
 from objbench.tasks.finetune import Labelled, finetune
 from objbench.tasks.lexical import (Lexicon, add_baseline_rows, add_contextual_gain, add_subset_rows,
                                     ambiguous_types, is_ambiguous)
-from objbench.tasks.probing import (TOKEN_POOLING, LayerProbe, ProbeSplit, add_probe_rows, majority_acc,
+from objbench.tasks.probing import (MEAN, TOKEN_POOLING, LayerProbe, ProbeSplit, add_probe_rows, majority_acc,
                                     pair_features, pooled_features, probe_layers, ridge_layers,
                                     spearman)
 from objbench.tasks.zero_shot import minimal_pairs, rank_candidates
@@ -92,7 +92,6 @@ def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text
     """Sentence (or pair) classification: probes per layer and fine-tuning, each next to the
     majority and bag-of-words baselines."""
     n_test, n_val = len(labels["test"]), len(labels["validation"])
-    declared = model.objective.pooling
     bow = bag_of_words_correct(model, texts, labels, o.C, o.max_iter, seed)
     for metric in [m for reading, m in READING_METRICS["classify"] if reading in o.readings]:
         result.add(metric, majority_acc(labels["train"], labels["test"]), n_test, baseline="majority")
@@ -108,24 +107,31 @@ def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text
         n_classes = int(max(y.max() for y in labels.values())) + 1
         ft = finetune(model, *(Labelled(texts[s], labels[s]) for s in SPLITS), n_classes=n_classes,
                       lrs=o.lrs, epochs=o.epochs, batch_size=o.batch_size, seed=seed)
-        result.add("finetune_acc", ft.test_score, n_test, pooling=declared)
-        result.add("finetune_acc", ft.val_score, n_val, pooling=declared, split="validation")
-        result.add_items("finetune_acc", None, test_ids, ft.test_pred == labels["test"], pooling=declared)
+        # fine-tuning always reads the objective's declared position: not a reading to compare by
+        result.add("finetune_acc", ft.test_score, n_test)
+        result.add("finetune_acc", ft.val_score, n_val, split="validation")
+        result.add_items("finetune_acc", None, test_ids, ft.test_pred == labels["test"])
+
+
+def _sentence_primary(o: SentimentOptions | STSBOptions | HFOptions, kind: str) -> list[dict[str, Any]]:
+    """Fine-tuning when it runs, else the mean-pooled probe at the layer chosen on validation:
+    mean pooling reads every objective the same way, where the declared pooling differs."""
+    metric = dict(READING_METRICS[kind])["finetune" if "finetune" in o.readings else "probe"]
+    return [{"metric": metric} if metric.startswith("finetune") else {"metric": metric, "pooling": MEAN}]
 
 
 def regress(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
             scores: dict[str, np.ndarray], o: STSBOptions | HFOptions, seed: int) -> None:
     """Scored sentence pairs (or sentences): fine-tuning and ridge probes, by Spearman correlation."""
     n_test, n_val = len(scores["test"]), len(scores["validation"])
-    declared = model.objective.pooling
     bow = spearman(bag_of_words_scores(model, texts, scores, o.alphas), scores["test"])
     for metric in [m for reading, m in READING_METRICS["regress"] if reading in o.readings]:
         result.add(metric, bow, n_test, baseline="bag-of-words")
     if "finetune" in o.readings:
         ft = finetune(model, *(Labelled(texts[s], scores[s]) for s in SPLITS), n_classes=None,
                       lrs=o.lrs, epochs=o.epochs, batch_size=o.batch_size, seed=seed)
-        result.add("finetune_spearman", ft.test_score, n_test, pooling=declared)
-        result.add("finetune_spearman", ft.val_score, n_val, pooling=declared, split="validation")
+        result.add("finetune_spearman", ft.test_score, n_test)
+        result.add("finetune_spearman", ft.val_score, n_val, split="validation")
     if "probe" in o.readings:
         feats = {s: _regression_features(model, texts[s], o.mean_pooling, f"{result.task} {s}") for s in SPLITS}
         for pooling in feats["train"]:
@@ -159,6 +165,9 @@ class Sentiment(Task):
     description = "Rotten Tomatoes review polarity: linear probes per layer with a control task (+ fine-tuning)"
     Options = SentimentOptions
 
+    def primary(self) -> list[dict[str, Any]]:
+        return _sentence_primary(self.options, "classify")
+
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         data, test_ids = _subsets(probe_data.load_sentiment(), self.options.caps())
         probe_data.validate_labelled(datasets.DatasetDict(data), self.name, ["text"], "label")
@@ -182,6 +191,10 @@ class POS(Task):
     name = "pos"
     description = "universal POS tags of Brown words: token probes per layer with a word-type control"
     Options = POSOptions
+
+    def primary(self) -> list[dict[str, Any]]:
+        # ambiguous words are where a tag depends on context; the rest a lexicon tags
+        return [{"metric": "probe_acc_ambiguous", "pooling": TOKEN_POOLING}]
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         data, test_ids = _subsets(probe_data.load_pos(), self.options.caps())
@@ -239,6 +252,9 @@ class STSB(Task):
     description = "STS-B sentence-pair similarity: fine-tuning on [CLS] A [SEP] B [SEP] (+ ridge probe), Spearman"
     Options = STSBOptions
 
+    def primary(self) -> list[dict[str, Any]]:
+        return _sentence_primary(self.options, "regress")
+
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         data, _ = _subsets(probe_data.load_stsb(), self.options.caps())
         probe_data.validate_labelled(datasets.DatasetDict(data), self.name, ["sentence1", "sentence2"], "score")
@@ -258,6 +274,9 @@ class Agreement(Task):
     description = "subject-verb and determiner-noun agreement minimal pairs from Brown, scored zero-shot"
     Options = AgreementOptions
 
+    def primary(self) -> list[dict[str, Any]]:
+        return [{"metric": "acc_sum"}]  # whole-sentence scores, as BLiMP compares them
+
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         pairs = probe_data.load_agreement(self.options.max_per_phenomenon)
         result = TaskResult(self.name)
@@ -276,6 +295,9 @@ class Cloze(Task):
     name = "cloze"
     description = "rank the original preposition first among 8 in real Brown sentences, scored zero-shot"
     Options = ClozeOptions
+
+    def primary(self) -> list[dict[str, Any]]:
+        return [{"metric": "mrr"}]  # graded: a near miss counts, so fewer items are needed
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         items = probe_data.load_cloze(self.options.max_per_answer)
@@ -312,6 +334,9 @@ class HFTask(Task):
     def __init__(self, options: HFOptions) -> None:
         super().__init__(options)
         self.name = f"hf:{options.dataset}" + (f"/{options.config}" if options.config else "")
+
+    def primary(self) -> list[dict[str, Any]]:
+        return _sentence_primary(self.options, "classify")  # the kind is known only from the data
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         o = self.options

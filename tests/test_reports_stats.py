@@ -102,18 +102,22 @@ def _study_rows(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
             accuracy = 0.7 + gain + rng.normal(0, 0.005)
             correct = (difficulty + rng.normal(0, 0.03, n_items) < accuracy).astype(float)
             results.append({"arm": arm, "seed": seed, "task": "agreement", "metric": "acc",
-                            "split": "", "layer": NO_LAYER, "pooling": "", "group": "",
+                            "split": "test", "layer": NO_LAYER, "pooling": "", "group": "",
                             "value": correct.mean(), "higher_is_better": True,
                             "budget_value": 100.0, "n": n_items})
             items += [{"arm": arm, "seed": seed, "budget_value": 100.0, "task": "agreement",
-                       "metric": "acc", "layer": NO_LAYER, "item": f"i{i}", "value": v}
+                       "metric": "acc", "layer": NO_LAYER, "pooling": "", "item": f"i{i}", "value": v}
                       for i, v in enumerate(correct)]
     return pd.DataFrame(results), pd.DataFrame(items)
 
 
+PRIMARY = pd.DataFrame([{"task": "agreement", "metric": "acc", "split": "test", "layer": NO_LAYER,
+                         "pooling": "", "group": ""}])
+
+
 def test_planted_difference_is_significant_and_identical_arms_are_not():
     results, items = _study_rows(np.random.default_rng(5))
-    table, notes = compare_to_reference(results, items, "ref")
+    table, notes = compare_to_reference(results, items, "ref", PRIMARY)
     assert notes == []
     table = table.set_index("arm")
     assert (table["paired_over"] == "seeds x items").all()
@@ -126,28 +130,46 @@ def test_planted_difference_is_significant_and_identical_arms_are_not():
     np.testing.assert_allclose(table["p_holm"], holm(table["p"].to_numpy()))
 
 
-def test_lower_is_better_names_the_arm_with_the_smaller_loss():
+def test_lower_is_better_names_the_arm_with_the_smaller_value():
     rows = pd.DataFrame({
-        "arm": ["ref"] * 4 + ["new"] * 4, "seed": list(range(4)) * 2, "task": "val_loss",
-        "metric": "loss", "split": "", "layer": NO_LAYER, "pooling": "", "group": "",
+        "arm": ["ref"] * 4 + ["new"] * 4, "seed": list(range(4)) * 2, "task": "cloze",
+        "metric": "rank", "split": "test", "layer": NO_LAYER, "pooling": "", "group": "",
         "value": [3.0, 3.1, 3.05, 2.95, 2.5, 2.62, 2.54, 2.44], "higher_is_better": False,
         "budget_value": 1.0, "n": 1,
     })
-    table, _ = compare_to_reference(rows, pd.DataFrame(), "ref")
+    table, _ = compare_to_reference(rows, pd.DataFrame(), "ref", PRIMARY.assign(task="cloze", metric="rank"))
     row = table.iloc[0]
     assert row["paired_over"] == "seeds" and row["diff"] == pytest.approx(-0.5)
     assert row["significant"] and row["winner"] == "new"
 
 
-def test_losses_of_different_objectives_are_not_compared():
-    rows = pd.DataFrame({
-        "arm": ["ref"] * 3 + ["same"] * 3 + ["other"] * 3, "seed": list(range(3)) * 3,
-        "objective": ["mlm"] * 6 + ["clm"] * 3, "task": "val_loss", "metric": "loss", "split": "",
-        "layer": NO_LAYER, "pooling": "", "group": "", "value": [3.0, 3.1, 3.0, 2.5, 2.6, 2.5, 1.0, 1.1, 1.0],
-        "higher_is_better": False, "budget_value": 1.0, "n": 1,
-    })
-    table, _ = compare_to_reference(rows, pd.DataFrame(), "ref")
-    assert list(table["arm"]) == ["same"]
+def test_validation_losses_baselines_and_diagnostics_are_never_compared():
+    """Each arm's loss has its own targets (even two mlm arms: their masking differs), and a
+    baseline or a diagnostic is the same reading of the same data in every arm."""
+    base = {"seed": list(range(3)) * 2, "arm": ["ref"] * 3 + ["other"] * 3, "split": "test",
+            "layer": NO_LAYER, "pooling": "", "group": "", "higher_is_better": True, "budget_value": 1.0,
+            "n": 1, "value": [3.0, 3.1, 3.0, 1.0, 1.1, 1.2]}
+    rows = pd.concat([pd.DataFrame({**base, "task": task, "metric": metric})
+                      for task, metric in (("val_loss", "loss"), ("agreement", "acc@trigram"),
+                                           ("pos", "best_layer"), ("agreement", "acc"))])
+    table, _ = compare_to_reference(rows, pd.DataFrame(), "ref", PRIMARY)
+    assert list(table["metric"]) == ["acc"]
+
+
+def test_holm_runs_over_the_primary_results_only():
+    rng = np.random.default_rng(0)
+    rows = pd.concat([pd.DataFrame({
+        "arm": ["ref"] * 4 + ["new"] * 4, "seed": list(range(4)) * 2, "task": "agreement",
+        "metric": metric, "split": "test", "layer": NO_LAYER, "pooling": "", "group": "",
+        "value": np.r_[np.zeros(4), 0.02 + rng.normal(0, 0.004, 4)], "higher_is_better": True,
+        "budget_value": 1.0, "n": 1}) for metric in ("acc", *(f"x{i}" for i in range(30)))])
+    table = compare_to_reference(rows, pd.DataFrame(), "ref", PRIMARY)[0].set_index("metric")
+    assert table.loc["acc", "primary"] and table.loc["acc", "p_holm"] == table.loc["acc", "p"]
+    assert table.loc["acc", "winner"] == "new"  # one primary test: no correction for the 30 others
+    exploratory = table.drop(index="acc")
+    assert not exploratory["primary"].any() and exploratory["p_holm"].isna().all()
+    assert (exploratory["p"] < 0.05).all() and not exploratory["significant"].any()
+    assert (exploratory["winner"] == "").all()
 
 
 def test_summary_and_noise_floor_numbers():
