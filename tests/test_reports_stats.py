@@ -187,3 +187,13 @@ def test_summary_and_noise_floor_numbers():
     # pooled over a (var 1, df 2) and b (var 4, df 2); c has no spread to contribute
     assert noise["noise_sd"] == pytest.approx(np.sqrt(2.5)) and noise["dof"] == 4
     assert pooled_sd(np.array([np.nan]), np.array([1])) == (pytest.approx(np.nan, nan_ok=True), 0)
+
+
+def test_crossed_test_with_two_seeds_keeps_a_finite_interval():
+    """Items that share nothing across seeds make Satterthwaite's degrees of freedom collapse
+    (an interval of +-1e149 before the floor); the seeds' own S - 1 bounds them from below."""
+    rng = np.random.default_rng(3)
+    diffs = np.sign(rng.normal(size=(2, 300))) * (rng.uniform(size=(2, 300)) < 0.05)
+    test = crossed_paired_test(diffs)
+    assert test.dof >= 1
+    assert test.high - test.low < 1.0
