@@ -11,9 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from objbench.harness.reading import TrainedModel
@@ -26,6 +26,21 @@ class Options(BaseModel):
     """Base for a task's options: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReadingOptions(Options):
+    """What a task does with sentences the model cannot read whole; `Admission` applies them.
+
+    Every built-in task's options include these; a task of your own gets them by deriving its
+    options from this class.
+    """
+
+    long_sentences: Literal["truncate", "skip"] = Field(
+        "truncate", description="a sentence longer than the model reads (the objective's limit): cut it "
+                                "to the limit, or leave it and its item out; counted either way")
+    empty_sentences: Literal["error", "skip"] = Field(
+        "error", description="a sentence with no tokens after tokenisation: stop with an error naming "
+                             "it, or leave it and its item out (counted)")
 
 
 @dataclass
