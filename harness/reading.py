@@ -64,7 +64,9 @@ class WordFeatures:
 
 
 class TrainedModel:
-    """A run's model at one checkpoint, with its tokenizer and objective."""
+    """A run's model at one checkpoint, with its tokenizer and objective, read by the objective's
+    rules: `sentence_features`, `word_features`, `score`, and `inputs` for fine-tuning. Every
+    reader cuts a sentence to `max_tokens` and raises `EmptyInputError` on one with no tokens."""
 
     def __init__(self, run_dir: Path, checkpoint: Path | None = None, device: str = "auto") -> None:
         self.run_dir = Path(run_dir)

@@ -44,6 +44,8 @@ class SplitCaps(ReadingOptions):
 
 
 class ProbeOptions(Options):
+    """The logistic probes' settings (`probe_layers`)."""
+
     C: list[float] = Field([1.0], min_length=1,
                            description="inverse L2 strengths of the logistic probe, picked on validation")
     max_iter: int = Field(200, ge=1,
@@ -51,11 +53,15 @@ class ProbeOptions(Options):
 
 
 class PoolingOptions(Options):
+    """Which sentence poolings are probed (`pooled_features`)."""
+
     mean_pooling: bool = Field(True,
                                description="also probe mean-pooled features, besides the objective's own pooling")
 
 
 class FinetuneOptions(Options):
+    """The fine-tuning grid (`objbench.tasks.finetune.finetune`)."""
+
     lrs: list[float] = Field([1e-4, 3e-4], min_length=1,
                              description="AdamW learning rates tried; the best on validation is kept")
     epochs: int = Field(2, ge=1, description="passes over the training subset per learning rate")

@@ -47,6 +47,8 @@ class ProbeSplit:
 
 @dataclass
 class LayerProbe:
+    """One layer's probe (C picked on validation) and its control task, scored on test."""
+
     layer: int
     val_acc: float
     probe_acc: float
@@ -115,8 +117,9 @@ def probe_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit, se
 
 def add_probe_rows(result: TaskResult, layers: list[LayerProbe], pooling: str,
                    item_ids: Sequence[str] | None) -> None:
-    """Rows for every layer; with ``item_ids``, per-item correctness at the layer best on
-    validation (never chosen on test)."""
+    """Rows ``probe_acc``, ``control_acc`` and ``selectivity`` for every layer (n = test
+    examples); with ``item_ids`` (one per test example, in order), per-item correctness at the
+    layer best on validation (never chosen on test)."""
     n = len(layers[0].correct)
     for p in layers:
         result.add("probe_acc", p.probe_acc, n, layer=p.layer, pooling=pooling)
