@@ -23,6 +23,7 @@ TINY_OPTIONS = {
               **{k: v for k, v in FAST.items() if k != "max_iter"}},
     "agreement": {"max_per_phenomenon": 2},
     "cloze": {"max_per_answer": 1},
+    "proper-nouns": {"max_train": 15, "max_validation": 8, "max_test": 8, "max_iter": 50},  # examples/
 }
 OFFLINE = [n for n in TASKS.names() if not TASKS.get(n).needs_hub]
 
