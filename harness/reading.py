@@ -105,7 +105,7 @@ class TrainedModel:
         """A pair's token ids as read: the longer sentence loses its last token until
         ``A [SEP] B [SEP]`` holds at most `max_tokens` tokens."""
         a, b = self.tokens(first), self.tokens(second)
-        while len(a) + len(b) + 2 > self.max_tokens:
+        while (a or b) and len(a) + len(b) + 2 > self.max_tokens:
             if len(a) >= len(b):
                 a = a[:-1]
             else:

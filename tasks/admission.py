@@ -6,18 +6,14 @@ declared limit), the same for features and scores; what happens past it, or to a
 with no tokens, is the task's `ReadingOptions`. The counts come back as ordinary result rows,
 per split. They are diagnostics, not scores: ``higher_is_better`` is False on every one.
 
-==================== ===============================================================  ===========
-metric               value                                                            n
-==================== ===============================================================  ===========
-sentences_truncated  sentences cut to the limit (``long_sentences: truncate``)        sentences
-tokens_truncated     tokens those cuts removed                                        sentences
-sentences_skipped    sentences left out for length (``long_sentences: skip``)         sentences
-sentences_empty      sentences left out for having no token (``empty_sentences: skip``) sentences
-words_dropped        words with no sub-token, left out with their labels              words
-==================== ===============================================================  ===========
+* ``sentences_truncated``: sentences cut to the limit (``long_sentences: truncate``);
+* ``tokens_truncated``: the tokens those cuts removed;
+* ``sentences_skipped``: sentences left out for length (``long_sentences: skip``);
+* ``sentences_empty``: sentences left out for having no token (``empty_sentences: skip``);
+* ``words_dropped``: words with no sub-token, left out with their labels (word-by-word reading).
 
-``n`` counts what the split offered: every sentence, or every word of the sentences read.
-A pair ``(A, B)`` is one sentence here, read as ``A [SEP] B [SEP]``.
+``n`` is what the split offered: its sentences, or for ``words_dropped`` the words of the
+sentences read. A pair ``(A, B)`` is one sentence here, read as ``A [SEP] B [SEP]``.
 """
 
 from __future__ import annotations

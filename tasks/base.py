@@ -51,7 +51,9 @@ class TaskResult:
     the value is not per layer), ``pooling`` the sentence reading (``cls``, ``last``,
     ``mean``; None when nothing is pooled), ``group`` a subset such as a phenomenon (None =
     all). ``items`` have exactly `ITEM_KEYS`: one value per test item (e.g. 1.0 / 0.0 for
-    correct / wrong), with item ids stable across runs so arms can be paired.
+    correct / wrong), with item ids stable across runs so arms can be paired. Counts that
+    describe the reading rather than score the model (`objbench.tasks.admission.DIAGNOSTICS`)
+    are rows too, with ``higher_is_better`` False.
     """
 
     task: str
