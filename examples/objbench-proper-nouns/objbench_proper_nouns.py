@@ -29,9 +29,12 @@ def noun_kind(brown_tag: str) -> str | None:
 
 
 class ProperNounOptions(SplitCaps, ProbeOptions):
-    max_train: int | None = Field(300, ge=2, description="training sentences kept (a fixed subset); null = all")
-    max_validation: int | None = Field(100, ge=2, description="validation sentences kept (a fixed subset); null = all")
-    max_test: int | None = Field(200, ge=2, description="test sentences kept (a fixed subset); null = all")
+    """Sentences kept per split (a fixed subset, the same for every run), probe settings, and
+    what to do with long and empty sentences."""
+
+    max_train: int | None = Field(300, ge=2, description="training sentences kept; null = all")
+    max_validation: int | None = Field(100, ge=2, description="validation sentences kept; null = all")
+    max_test: int | None = Field(200, ge=2, description="test sentences kept; null = all")
     batch_size: int = Field(64, ge=1, description="sentences per feature-extraction batch")
 
 
