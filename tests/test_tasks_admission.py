@@ -188,3 +188,29 @@ def test_the_probe_command_reports_an_empty_sentence_in_one_line(tiny_run, monke
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert "task 'sentiment', split 'train', sentence 2: no tokens" in err
+
+
+def test_a_scored_task_names_an_empty_sentence_or_skips_its_pair(tiny_run, monkeypatch):
+    pairs = datasets.Dataset.from_dict({
+        "good": ["the market fell", "\u3000", "shares rose"], "bad": ["the markets fell", "is", "shares rises"],
+        "phenomenon": ["verb_s"] * 3, "sentence_id": [4, 7, 9]})
+    monkeypatch.setattr(probe_data, "load_agreement", lambda cap: pairs)
+    model = TrainedModel(tiny_run("mlm"))
+    with pytest.raises(EmptyInputError, match="task 'agreement', split 'test', sentence 7: no tokens"):
+        build("agreement").run(model, seed=0)
+    result = build("agreement", empty_sentences="skip").run(model, seed=0)
+    assert {i["item"] for i in result.items} == {"4", "9"}
+    [empty] = [r for r in result.rows if r["metric"] == "sentences_empty"]
+    assert empty["value"] == 1 and empty["n"] == 6
+
+
+def test_a_hub_task_admits_its_splits_like_the_others(tiny_run, monkeypatch):
+    split = datasets.Dataset.from_dict({"text": ["a fine film", "dull", "", "great fun", "a mess"],
+                                        "label": [1, 0, 1, 1, 0]})
+    monkeypatch.setattr(probe_data, "load_hf_task", lambda spec: datasets.DatasetDict(
+        train=split, validation=split, test=split))
+    result = build("hf", dataset="local/reviews", empty_sentences="skip", max_iter=20).run(
+        TrainedModel(tiny_run("mlm")), seed=0)
+    assert {i["item"] for i in result.items} == {"0", "1", "3", "4"}
+    assert {(r["split"], r["value"]) for r in result.rows if r["metric"] == "sentences_empty"} == {
+        (s, 1) for s in ("train", "validation", "test")}
