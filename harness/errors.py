@@ -16,6 +16,10 @@ class DataError(ObjbenchError):
     """A corpus, archive or probe data set is missing, corrupt or unusable."""
 
 
+class EmptyInputError(DataError):
+    """A sentence a task reads has no tokens after tokenisation."""
+
+
 class CheckpointError(ObjbenchError):
     """A checkpoint is missing, incomplete or does not match the run."""
 

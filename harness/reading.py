@@ -1,30 +1,37 @@
 """Reading a trained run: features and sentence scores, by the objective's own rules.
 
 Probe tasks go through this module only. The objective says which attention to use for
-features, which position pools a sentence, and how a sentence is scored, so no task ever
-special-cases an objective's name.
+features, which position pools a sentence, how a sentence is scored, and how long a sentence
+may be, so no task ever special-cases an objective's name.
+
+Every reader here cuts a sentence to `TrainedModel.max_tokens` and refuses one with no tokens
+(`EmptyInputError`). Counting what was cut, and skipping instead of cutting, is the task's
+side: `objbench.tasks.admission.Admission` sees every input once before it is read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 import yaml
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.config import RunConfig, validate
-from objbench.harness.errors import CheckpointError
+from objbench.harness.errors import CheckpointError, EmptyInputError
 from objbench.harness.model import Encoder
 from objbench.harness.tokenizer import vocab_of
 from objbench.harness.trainer import build_objective, pick_device
 from objbench.objectives.base import IGNORE, Objective, attention_matrix, collate, special_tokens
 
 Text = str | tuple[str, str]  # a sentence, or a pair read as [CLS] A [SEP] B [SEP]
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,8 +45,28 @@ class Inputs:
     pool_index: torch.Tensor  # position pooled for the sentence representation
 
 
+@dataclass
+class WordFeatures:
+    """One sentence's word features, and which word each row reads.
+
+    ``features[k]`` ``(n_layers + 1, d_model)`` reads word ``word_index[k]`` of the sentence at
+    its first sub-token. A word with no sub-token (empty, whitespace, characters the normaliser
+    removes) and a word past the length limit have no row, so labels align as
+    ``labels[word_index]``, never by count.
+    """
+
+    features: np.ndarray
+    word_index: np.ndarray  # (n_rows,) int, increasing
+
+    def align(self, per_word: Sequence[T]) -> list[T]:
+        """The entries of a per-word sequence (words, labels) that have a row, in row order."""
+        return [per_word[i] for i in self.word_index]
+
+
 class TrainedModel:
-    """A run's model at one checkpoint, with its tokenizer and objective."""
+    """A run's model at one checkpoint, with its tokenizer and objective, read by the objective's
+    rules: `sentence_features`, `word_features`, `score`, and `inputs` for fine-tuning. Every
+    reader cuts a sentence to `max_tokens` and raises `EmptyInputError` on one with no tokens."""
 
     def __init__(self, run_dir: Path, checkpoint: Path | None = None, device: str = "auto") -> None:
         self.run_dir = Path(run_dir)
@@ -60,13 +87,44 @@ class TrainedModel:
         self.model = Encoder(self.cfg.model, self.vocab.size)
         ckpt.load_model(self.checkpoint, self.model)
         self.model.to(self.device).eval()
-        self.max_tokens = self.cfg.model.max_len // 2 - 2  # room for specials and infill rows
+        max_len = self.cfg.model.max_len
+        #: the longest sentence read (tokens after [CLS]), for features and scores alike: the
+        #: objective's declared limit, and never past the position table with [CLS] in front
+        self.max_tokens = min(self.objective.max_tokens(max_len), max_len - 1)
 
     # -- inputs ---------------------------------------------------------------------------
-    def ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids[: self.max_tokens]
+    def tokens(self, text: str) -> list[int]:
+        """All of ``text``'s token ids, without specials and uncut."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def inputs(self, texts: list[Text]) -> Inputs:
+    def ids(self, text: str) -> list[int]:
+        """``text``'s token ids as read: cut to `max_tokens`."""
+        return self.tokens(text)[: self.max_tokens]
+
+    def pair_ids(self, first: str, second: str) -> tuple[list[int], list[int]]:
+        """A pair's token ids as read: the longer sentence loses its last token until
+        ``A [SEP] B [SEP]`` holds at most `max_tokens` tokens."""
+        a, b = self.tokens(first), self.tokens(second)
+        while (a or b) and len(a) + len(b) + 2 > self.max_tokens:
+            if len(a) >= len(b):
+                a = a[:-1]
+            else:
+                b = b[:-1]
+        return a, b
+
+    def encode_words(self, words: Sequence[str]) -> Encoding:
+        """A pre-split sentence's tokens (uncut); ``word_ids`` names each token's word."""
+        return self.tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+
+    def length(self, text: Text) -> int:
+        """Tokens ``text`` puts after ``[CLS]`` before any cut (a pair's two ``[SEP]`` included);
+        0 when there is nothing to read: the sentence, or either sentence of a pair, is empty."""
+        if isinstance(text, str):
+            return len(self.tokens(text))
+        a, b = (len(self.tokens(t)) for t in text)
+        return a + b + 2 if a and b else 0
+
+    def inputs(self, texts: Sequence[Text]) -> Inputs:
         """``[CLS] A`` or ``[CLS] A [SEP] B [SEP]``, padded, under the reading attention."""
         v = self.vocab
         rows, segs = [], []
@@ -74,10 +132,14 @@ class TrainedModel:
             if isinstance(t, str):
                 ids = [v["[CLS]"], *self.ids(t)]
                 seg = [0] * len(ids)
+                empty = len(ids) == 1
             else:
-                a, b = self.ids(t[0]), self.ids(t[1])
+                a, b = self.pair_ids(*t)
                 ids = [v["[CLS]"], *a, v["[SEP]"], *b, v["[SEP]"]]
                 seg = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+                empty = not (a and b)
+            if empty:
+                raise EmptyInputError(f"{t!r} has no tokens after tokenisation: nothing to read")
             rows.append(ids)
             segs.append(seg)
         return self._pad(rows, segs)
@@ -111,29 +173,27 @@ class TrainedModel:
         return out
 
     @torch.no_grad()
-    def word_features(self, sentences: list[list[str]], batch_size: int = 64) -> list[np.ndarray]:
-        """Per-word features ``(n_words, n_layers + 1, d_model)`` from each word's first sub-token.
-
-        Words past the model's length limit are dropped from the end; callers align labels by
-        the returned lengths.
-        """
-        out: list[np.ndarray] = []
+    def word_features(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[WordFeatures]:
+        """Each pre-split sentence's words read at their first sub-token, cut to `max_tokens`."""
+        out: list[WordFeatures] = []
         for start in tqdm(range(0, len(sentences), batch_size), desc="word features", leave=False):
             chunk = sentences[start:start + batch_size]
-            rows, firsts = [], []
+            rows, read = [], []
             for words in chunk:
-                enc = self.tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
+                enc = self.encode_words(words)
+                if not enc.ids:
+                    raise EmptyInputError(f"sentence {list(words)!r}: no word has a token: nothing to read")
                 ids = enc.ids[: self.max_tokens]
-                seen, first = set(), []
-                for pos, w in enumerate(enc.word_ids[: len(ids)]):
-                    if w is not None and w not in seen:
-                        seen.add(w)
-                        first.append(pos + 1)  # +1 for [CLS]
+                first: dict[int, int] = {}  # word -> its first sub-token's position (+1 for [CLS])
+                for pos, word in enumerate(enc.word_ids[: len(ids)]):
+                    if word is not None:
+                        first.setdefault(word, pos + 1)
                 rows.append([self.vocab["[CLS]"], *ids])
-                firsts.append(first)
+                read.append(first)
             x = self._pad(rows, [[0] * len(r) for r in rows])
             layers = torch.stack(self._layers(x), 2).float().cpu().numpy()  # (B, T, L+1, D)
-            out.extend(layers[i, f] for i, f in enumerate(firsts))
+            out.extend(WordFeatures(layers[i, list(first.values())], np.array(list(first), dtype=np.int64))
+                       for i, first in enumerate(read))
         return out
 
     def _layers(self, x: Inputs) -> list[torch.Tensor]:
@@ -174,7 +234,7 @@ class TrainedModel:
         for i, s in enumerate(tqdm(sentences, desc=desc, leave=False)):
             ids = self.ids(s)
             if not ids:
-                raise ValueError(f"sentence {i} has no tokens: {s!r}")
+                raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
             rows = self.objective.score_rows(torch.tensor(ids))
             if n_rows + rows.input_ids.shape[0] > max_rows:
                 flush()

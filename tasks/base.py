@@ -11,9 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from objbench.harness.reading import TrainedModel
@@ -30,15 +30,33 @@ def baseline_metric(metric: str, baseline: str | None) -> str:
     """
     return metric if baseline is None else f"{metric}{BASELINE_MARK}{baseline}"
 ITEM_KEYS = ("task", "metric", "layer", "pooling", "item", "value")
+# rows that count what a reading cut, skipped or dropped (`objbench.tasks.admission`)
+READING_DIAGNOSTICS = ("sentences_truncated", "tokens_truncated", "sentences_skipped", "sentences_empty",
+                       "words_dropped")
 # rows that describe how a task read the data rather than how well a model did: reported,
 # never compared between arms
-DIAGNOSTIC_METRICS = frozenset({"best_layer"})
+DIAGNOSTIC_METRICS = frozenset({"best_layer", *READING_DIAGNOSTICS})
 
 
 class Options(BaseModel):
     """Base for a task's options: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReadingOptions(Options):
+    """What a task does with sentences the model cannot read whole; `Admission` applies them.
+
+    Every built-in task's options include these; a task of your own gets them by deriving its
+    options from this class.
+    """
+
+    long_sentences: Literal["truncate", "skip"] = Field(
+        "truncate", description="a sentence longer than the model reads (the objective's limit): cut it "
+                                "to the limit, or leave it and its item out; counted either way")
+    empty_sentences: Literal["error", "skip"] = Field(
+        "error", description="a sentence with no tokens after tokenisation: stop with an error naming "
+                             "it, or leave it and its item out (counted)")
 
 
 @dataclass
@@ -51,6 +69,8 @@ class TaskResult:
     all). ``items`` have exactly `ITEM_KEYS`: one value per test item (e.g. 1.0 / 0.0 for
     correct / wrong), with item ids stable across runs so arms can be paired. A value that a
     baseline (not the model) scores is added with ``baseline="name"`` (see `baseline_metric`).
+    Counts that describe the reading rather than score the model (`DIAGNOSTIC_METRICS`) are
+    rows too, with ``higher_is_better`` False.
     """
 
     task: str

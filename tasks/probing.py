@@ -47,6 +47,8 @@ class ProbeSplit:
 
 @dataclass
 class LayerProbe:
+    """One layer's probe (C picked on validation) and its control task, scored on test."""
+
     layer: int
     val_correct: np.ndarray  # (N_val,) bool: the probe's validation predictions that are right
     correct: np.ndarray  # (N_test,) bool: the probe's test predictions that are right
@@ -130,9 +132,10 @@ def best_layer(layers: Sequence[LayerProbe], val_items: np.ndarray | None = None
 
 def add_probe_rows(result: TaskResult, layers: list[LayerProbe], pooling: str,
                    item_ids: Sequence[str] | None) -> LayerProbe:
-    """Rows for every layer, and ``probe_acc`` at the layer best on validation (``layer`` None,
-    its index in ``best_layer``) with, given ``item_ids``, each test item's correctness there.
-    Returns that layer's probe."""
+    """Rows ``probe_acc``, ``control_acc`` and ``selectivity`` for every layer (n = test
+    examples), and ``probe_acc`` at the layer best on validation (``layer`` None; its index in
+    ``best_layer``) with, given ``item_ids`` (one per test example, in order), each test item's
+    correctness there. Returns that layer's probe."""
     n = len(layers[0].correct)
     for p in layers:
         result.add("probe_acc", p.probe_acc, n, layer=p.layer, pooling=pooling)

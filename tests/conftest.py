@@ -1,8 +1,8 @@
-"""Test-wide setup: offline hubs, and the example third-party objective installed for real.
+"""Test-wide setup: offline hubs, and the example third-party objective and task installed for real.
 
-The example package is pip-installed into a temporary folder that joins ``sys.path`` before
-collection, so entry-point discovery finds it exactly as it would in a user's environment,
-and every test parametrized over the registry covers it.
+The example packages are pip-installed into a temporary folder that joins ``sys.path`` before
+collection, so entry-point discovery finds them exactly as it would in a user's environment,
+and every test parametrized over a registry covers them.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "objbench-reverse-lm"
+EXAMPLES = [ROOT / "examples" / "objbench-reverse-lm", ROOT / "examples" / "objbench-proper-nouns"]
 
 
 def pytest_configure(config) -> None:
     target = Path(tempfile.mkdtemp(prefix="objbench-plugins-"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
+                    "--no-build-isolation", "--target", str(target), *map(str, EXAMPLES)],
                    check=True, capture_output=True)
     sys.path.insert(0, str(target))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])

@@ -95,7 +95,10 @@ def test_pos_counts_and_tags():
     for split in data.values():
         words, sentence_tags = split.data.column("words"), split.data.column("tags")
         assert pc.list_value_length(words).equals(pc.list_value_length(sentence_tags))
+        assert pc.list_value_length(words).equals(pc.list_value_length(split.data.column("brown_tags")))
         tags.update(pc.list_flatten(sentence_tags).to_pylist())
+    first = data["test"][0]
+    assert [universal_tag(t) for t in first["brown_tags"]] == first["tags"]
     assert set(tags) == UNIVERSAL
     assert sum(tags.values()) == 1_161_192
     first = next(row for split in data.values() for row in split if row["doc"] == "ca01")

@@ -82,5 +82,5 @@ def test_missing_or_invalid_study_file_is_a_clear_error(tmp_path):
         load_study(tmp_path)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(
         {"name": "s", "reference": "a", "budget": {"axis": "epochs", "value": 3}}))
-    with pytest.raises(ConfigError, match="steps, tokens, flops"):
+    with pytest.raises(ConfigError, match="steps, tokens, targets, flops"):
         load_study(tmp_path)
