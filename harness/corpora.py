@@ -330,15 +330,17 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
         group = [f for f in files if f.suffix == extension]
         if not group:
             continue
-        if builder in ("text", "json"):
-            for file in group:
-                _check_utf8(file)
+        if builder in ("text", "json"):  # files of nothing but blanks add no documents
+            group = [file for file in group if _has_text(file)]
+            if not group:
+                continue
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
         try:
             loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group],
                                            split="train", cache_dir=str(cache_dir() / "hf"), **kwargs)
         except (datasets.exceptions.DatasetGenerationError, pa.ArrowException) as error:
-            raise DataError(f"cannot read {', '.join(map(str, group))}: "
+            bad_line = _bad_json_line(group) if builder == "json" else None
+            raise DataError(bad_line or f"cannot read {', '.join(map(str, group))}: "
                             f"{error.__cause__ or error}") from error
         if "text" not in loaded.column_names:
             raise DataError(f"{', '.join(map(str, group))} have no 'text' "
@@ -346,6 +348,9 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
                             f"found {loaded.column_names}")
         # parquet and json may yield large_string; one type lets the groups concatenate
         parts.append(loaded.select_columns(["text"]).cast_column("text", datasets.Value("string")))
+    if not parts:
+        raise DataError(f"{path} is empty: no text, only whitespace or NUL bytes" if path.is_file()
+                        else f"every corpus file in {path} is empty (only whitespace or NUL bytes)")
     return _clean_and_carve(datasets.concatenate_datasets(parts), str(path), validation_fraction)
 
 
@@ -362,13 +367,15 @@ def _corpus_files(path: Path) -> list[Path]:
     return files
 
 
-def _check_utf8(file: Path, block: int = 1 << 20) -> None:
-    """Raise a `DataError` naming the file and byte offset of the first invalid UTF-8."""
+def _has_text(file: Path, block: int = 1 << 20) -> bool:
+    """Whether a text file holds anything but whitespace and NUL bytes; a `DataError` naming the
+    file and byte offset of the first invalid UTF-8 if it is not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
+    offset, text = 0, False
     with file.open("rb") as handle:
         while True:
             chunk = handle.read(block)
+            text = text or bool(chunk.strip(_BLANK_BYTES))
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as error:
@@ -378,8 +385,27 @@ def _check_utf8(file: Path, block: int = 1 << 20) -> None:
                 raise DataError(f"{file}: bytes at offset {at} are not valid UTF-8 "
                                 f"({error.reason}); re-encode the file as UTF-8") from None
             if not chunk:
-                return
+                return text
             offset += len(chunk)
+
+
+_BLANK_BYTES = b" \t\r\n\x0b\x0c\x00"
+
+
+def _bad_json_line(files: list[Path]) -> str | None:
+    """Where the first line that is not a JSON object is (lines counted from 1), if any."""
+    for file in files:
+        with file.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"{file}: line {number} is not valid JSON ({error.msg}, column {error.colno})"
+                if not isinstance(value, dict):
+                    return f"{file}: line {number} is not a JSON object"
+    return None
 
 
 def _clean_and_carve(ds: datasets.Dataset, origin: str,
@@ -393,8 +419,8 @@ def _clean_and_carve(ds: datasets.Dataset, origin: str,
 
 def _clean(ds: datasets.Dataset, origin: str) -> datasets.Dataset:
     """Strip documents and drop the empty ones."""
-    ds = ds.filter(lambda batch: [isinstance(t, str) and bool(t.strip()) for t in batch["text"]],
-                   batched=True)
+    ds = ds.filter(lambda batch: [isinstance(t, str) and bool(t.replace("\0", "").strip())
+                                  for t in batch["text"]], batched=True)
     if ds.num_rows == 0:
         raise DataError(f"corpus {origin} has no non-empty documents")
     return ds.map(lambda batch: {"text": [t.strip() for t in batch["text"]]}, batched=True)
