@@ -54,7 +54,7 @@ class Registry(Generic[T]):
                 f"Third-party {self.kind}s register under the entry-point group {self.group!r}."
             )
         if len(eps[name]) > 1:
-            claims = " and ".join(f"{_package(ep)} ({ep.value})" for ep in eps[name])
+            claims = " and ".join(sorted(f"{_package(ep)} ({ep.value})" for ep in eps[name]))
             raise PluginError(f"{self.kind} {name!r} is registered by {claims}; uninstall one of "
                               f"them to use {name!r} (every other {self.kind} still works)")
         ep = eps[name][0]
