@@ -27,7 +27,8 @@ import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -336,8 +337,9 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
                 continue
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
         try:
-            loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group],
-                                           split="train", cache_dir=str(cache_dir() / "hf"), **kwargs)
+            with _datasets_quiet():  # it logs a parse failure itself, counting rows from 0
+                loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group], split="train",
+                                               cache_dir=str(cache_dir() / "hf"), **kwargs)
         except (datasets.exceptions.DatasetGenerationError, pa.ArrowException) as error:
             bad_line = _bad_json_line(group) if builder == "json" else None
             raise DataError(bad_line or f"cannot read {', '.join(map(str, group))}: "
@@ -352,6 +354,17 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
         raise DataError(f"{path} is empty: no text, only whitespace or NUL bytes" if path.is_file()
                         else f"every corpus file in {path} is empty (only whitespace or NUL bytes)")
     return _clean_and_carve(datasets.concatenate_datasets(parts), str(path), validation_fraction)
+
+
+@contextmanager
+def _datasets_quiet() -> Iterator[None]:
+    """Silence `datasets`' own error log: the DataError raised from it says what is wrong once."""
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
 
 
 def _corpus_files(path: Path) -> list[Path]:
