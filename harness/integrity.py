@@ -5,9 +5,11 @@ flipped byte, a truncated or a missing file is found and named instead of used.
 
 Cache entries (`cached_entry`) are verified in full, once per process: the verdict is
 memoised by path, size and modification/change times, so a second open in the same process
-costs one ``stat`` per file. Full hashing rather than a sample: sha256 reads about 1 GB/s
-here, the largest shipped cache entry (news token blocks) is about 5 MB and WikiText-103's
-blocks about 200 MB, so a full check costs well under a second and leaves no byte unread.
+costs one ``stat`` per file. Full hashing rather than a sample, because it is cheap and a
+sample has blind spots: sha256 runs at 1.4 GB/s on this project's CPU, the shipped cache
+entries are at most tens of MB (news token blocks 6.6 MB, the cleaned news corpus 13 MB, POS
+probe data 26 MB) and WikiText-103's token blocks about 200 MB, so a full check costs
+milliseconds to a fraction of a second and leaves no byte unread.
 """
 
 from __future__ import annotations
