@@ -12,12 +12,13 @@ from objbench.harness.errors import Interrupted, ObjbenchError
 
 def _train(args: argparse.Namespace) -> None:
     from objbench.harness.config import RunConfig, apply_overrides, load_yaml, validate
-    from objbench.harness.trainer import Trainer
+    from objbench.harness.output import output_folder
+    from objbench.harness.trainer import Trainer, checked
 
     data = load_yaml(Path(args.config)) if args.config else {}
     data["objective"] = args.objective
-    cfg = validate(RunConfig, apply_overrides(data, args.set), where="run config")
-    final = Trainer(cfg, Path(args.out)).run()
+    cfg = checked(validate(RunConfig, apply_overrides(data, args.set), where="run config"))
+    final = Trainer(cfg, output_folder(Path(args.out))).run()  # both checked before any data
     print(f"trained {cfg.objective} into {args.out}; final checkpoint {final}")
 
 

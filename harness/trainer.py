@@ -37,7 +37,6 @@ from objbench.harness.errors import (
 from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder, query_rows
-from objbench.harness.output import output_folder
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
@@ -141,7 +140,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, out: Path, data: PreparedData | None = None,
                  callbacks: list[Callable[["Trainer"], None]] = (), progress: bool = True) -> None:
         self.cfg = checked(cfg)
-        self.out = output_folder(out)
+        self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.data = data or prepare_data(self.cfg.data, self.cfg.train.batch_size)
@@ -279,6 +278,7 @@ class Trainer:
                               f"{found[-1].name if found else 'none yet'})") from None
 
     def _run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
         next_eval = self._resume(metrics_path)
         if self.rank == 0:
