@@ -125,7 +125,8 @@ def for_reader(exc: DamagedCheckpoint, run_dir: Path, asked: bool) -> DamagedChe
     Readers never fall back to another checkpoint: results must come from the one meant."""
     if asked:
         return DamagedCheckpoint(f"{exc} (the checkpoint asked for; no other is read in its place): "
-                                 f"train the run again (for a study run: delete {run_dir} and rerun the study)")
+                                 f"train the run again (for a study run: delete {run_dir} and rerun "
+                                 f"the study)")
     intact = newest_intact(run_dir)
     return DamagedCheckpoint(
         f"{exc} (the run's newest checkpoint; no other is read in its place): rerun the run's "

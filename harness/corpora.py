@@ -338,8 +338,9 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
         try:
             with _datasets_quiet():  # it logs a parse failure itself, counting rows from 0
-                loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group], split="train",
-                                               cache_dir=str(cache_dir() / "hf"), **kwargs)
+                loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group],
+                                               split="train", cache_dir=str(cache_dir() / "hf"),
+                                               **kwargs)
         except (datasets.exceptions.DatasetGenerationError, pa.ArrowException) as error:
             bad_line = _bad_json_line(group) if builder == "json" else None
             raise DataError(bad_line or f"cannot read {', '.join(map(str, group))}: "

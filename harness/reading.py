@@ -45,7 +45,8 @@ class TrainedModel:
         self.run_dir = Path(run_dir)
         cfg_path, tokenizer_path = self.run_dir / "config.yaml", self.run_dir / "tokenizer.json"
         if not (cfg_path.exists() and tokenizer_path.exists()):
-            raise CheckpointError(f"{self.run_dir} is not an objbench run (no config.yaml or tokenizer.json)")
+            raise CheckpointError(f"{self.run_dir} is not an objbench run (no config.yaml or "
+                                  f"tokenizer.json)")
         self.cfg: RunConfig = validate(RunConfig, load_yaml(cfg_path), str(cfg_path))
         trained_with = self.cfg.to_dict()  # before the device override below, a reading choice
         if device != "auto":

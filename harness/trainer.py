@@ -79,7 +79,8 @@ def checked(cfg: RunConfig) -> RunConfig:
     ``model.max_len``: everything a run config can get wrong, found before any data is read."""
     cfg = resolve(cfg)
     objective = build_objective(cfg, config_vocab(cfg.data))
-    need, block, max_len = objective.positions_needed(cfg.data.block_size), cfg.data.block_size, cfg.model.max_len
+    block, max_len = cfg.data.block_size, cfg.model.max_len
+    need = objective.positions_needed(block)
     if need > max_len:
         raise ConfigError(
             f"objective {cfg.objective!r} needs {need} positions for a block of data.block_size="
@@ -372,12 +373,12 @@ class Trainer:
         if self.world > 1:
             dist.barrier()  # every rank has read the checkpoints before rank 0 moves any
         if self.rank == 0:
+            aside.mkdir(exist_ok=True)
             for folder, _ in damaged:
                 shutil.rmtree(aside / folder.name, ignore_errors=True)
-                aside.mkdir(exist_ok=True)
                 shutil.move(str(folder), aside / folder.name)
-            warn(f"{'; '.join(str(exc) for _, exc in damaged)}; moved to {aside}; "
-                 f"{f'resuming from {resumed}' if resumed else 'no intact checkpoint left: starting from step 0'}")
+            then = f"resuming from {resumed}" if resumed else "no intact checkpoint left: starting from step 0"
+            warn(f"{'; '.join(str(exc) for _, exc in damaged)}; moved to {aside}; {then}")
 
 
 def _kept(folder: Path) -> bool:

@@ -308,9 +308,11 @@ def corpus(name: str, content: str | bytes) -> Build:
 
 
 def study(action: str, *extra: str, **changes) -> Build:
-    """A tiny study file with ``changes``, validated or run (``{where}`` filled in ``extra``)."""
+    """A tiny study file with ``changes``, validated or run (``{where}`` filled in strings)."""
     def build(where: Path, ref: Path, _) -> Command:
-        return ["study", action, str(study_file(where, **changes)), *(a.format(where=where) for a in extra)]
+        fill = lambda v: v.format(where=where) if isinstance(v, str) else v
+        path = study_file(where, **{k: fill(v) for k, v in changes.items()})
+        return ["study", action, str(path), *map(fill, extra)]
     return build
 
 
@@ -410,20 +412,22 @@ CASES = [
          "-train-32.npy is damaged", "warning", differs_from_ref),
     Case("cache: token blocks without their hash record (written before hashes were)",
          cache_damaged(lambda ref: Path(f"{blocks(ref, 'validation')}.manifest.json").unlink()),
-         "-validation-32.npy has no readable record of its hashes; rebuilding it", "warning", differs_from_ref),
+         "-validation-32.npy has no readable record of its hashes; rebuilding it", "warning",
+         differs_from_ref),
     Case("cache: flipped byte in the cleaned corpus",
          cache_damaged(lambda ref: flip(cache_file("corpora/ptb-*/train/*.arrow"), 1)),
          "/train/data-00000-of-00001.arrow has sha256", "warning", differs_from_ref),
     Case("cache: flipped byte in probe data",
          cache_damaged(lambda ref: flip(cache_file("probes/sentiment-*/train/*.arrow"), 1),
                        "probe", "{run}", *PROBE),
-         "probes/sentiment-", "warning", lambda where, ref: probe_rows(where / "run") != probe_rows(ref)),
+         "probes/sentiment-", "warning",
+         lambda where, ref: probe_rows(where / "run") != probe_rows(ref)),
     Case("cache: tokenizer vocabulary edited", lambda where, ref, _: tampered_tokenizer(where),
          "tokenizers/", "warning",
          lambda where, ref: "TAMPERED" in (where / "run" / "tokenizer.json").read_text()),
     # errors found before any work, one line each
     Case("study validate: masked-ar rows longer than model.max_len",
-         study("validate", model={"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 33}),
+         study("validate", model={"d_model": 32, "n_heads": 2, "d_ff": 64, "max_len": 33}),
          "arms[1] (mar): objective 'masked-ar' needs 34 positions for a block of data.block_size=32 "
          "tokens, more than model.max_len=33: raise model.max_len to 34 or lower data.block_size to 31"),
     Case("train: block longer than model.max_len", command(*TRAIN, "--set", "model.max_len=32"),
@@ -443,17 +447,20 @@ CASES = [
     Case("corpus: NUL-only .txt", corpus("c.txt", b"\0" * 64),
          "c.txt is empty: no text, only whitespace or NUL bytes"),
     Case("corpus: bad JSON on line 3 of a .jsonl",
-         corpus("c.jsonl", '{"text": "a"}\n{"text": "b"}\n{"text": oops}\n'), "c.jsonl: line 3 is not valid JSON"),
+         corpus("c.jsonl", '{"text": "a"}\n{"text": "b"}\n{"text": oops}\n'),
+         "c.jsonl: line 3 is not valid JSON"),
     Case("study: arm-level budget",
          study("validate", arms=[{"name": "mlm", "objective": "mlm", "budget": {"steps": 3}}]),
          "arms.0: arms cannot set budget: every arm of a study shares them"),
     Case("study: seeds [0, 0]", study("validate", seeds=[0, 0]), "seeds must be unique; repeated: [0]"),
     Case("study: name ../../escaped", escaping_study, "name: '../../escaped' becomes a folder name",
          left_behind=lambda where: (where.parent.parent / "escaped").exists()),
-    Case("study: absolute name", lambda where, ref, _: study("run", name=str(where / "abs"))(where, ref, _),
-         "becomes a folder name, so it must be non-empty", left_behind=lambda where: (where / "abs").exists()),
+    Case("study: absolute name", study("run", name="{where}/abs"),
+         "becomes a folder name, so it must be non-empty",
+         left_behind=lambda where: (where / "abs").exists()),
     # plugins: a name claimed twice is unavailable, nothing else is
-    Case("plugins: train the name two packages claim", twin("train", "reverse-clm", "--out", "{where}/run"),
+    Case("plugins: train the name two packages claim",
+         twin("train", "reverse-clm", "--out", "{where}/run"),
          "objective 'reverse-clm' is registered by package 'objbench-fault-twin' "
          "(objbench_fault_twin:Reverse) and package 'objbench-reverse-lm'"),
     Case("plugins: list objectives with a name claimed twice", twin("objectives"),
@@ -461,7 +468,8 @@ CASES = [
     Case("plugins: train mlm with a name claimed twice", twin(*TRAIN), "trained mlm into", "works",
          differs_from_ref),
     # the earlier clean rejections
-    Case("config: unknown key", command(*TRAIN, "--set", "trian.lr=1"), "trian: unknown key (did you mean 'train'?)"),
+    Case("config: unknown key", command(*TRAIN, "--set", "trian.lr=1"),
+         "trian: unknown key (did you mean 'train'?)"),
     Case("config: unknown objective", command("train", "mlmm", "--out", "{where}/run"),
          "unknown objective 'mlmm'. Did you mean 'mlm'?"),
     Case("config: option out of range", command(*TRAIN, "--set", "options.mask_rate=1.5"),
@@ -470,20 +478,28 @@ CASES = [
          command("train", "masked-ar", "--out", "{where}/run", *SETS, "--set", "data.special_tokens=[]"),
          "objective 'masked-ar' needs the special tokens ['[S]', '[E]']"),
     Case("config: two budget axes",
-         with_file("c.yaml", "budget: {steps: 3, tokens: 5}\n", "train", "mlm", "--out", "{where}/run", "--config", "{file}"),
+         with_file("c.yaml", "budget: {steps: 3, tokens: 5}\n",
+                   "train", "mlm", "--out", "{where}/run", "--config", "{file}"),
          "budget: set exactly one of steps / tokens / flops"),
-    Case("config: --config file missing", command(*TRAIN, "--config", "{where}/none.yaml"), "none.yaml: no such file"),
+    Case("config: --config file missing", command(*TRAIN, "--config", "{where}/none.yaml"),
+         "none.yaml: no such file"),
     Case("config: --config not YAML", with_file("c.yaml", "model: [\n", *TRAIN, "--config", "{file}"),
          "c.yaml: not valid YAML at line 2, column 1"),
-    Case("config: override without =", command(*TRAIN, "--set", "budget.steps"), "is not of the form key.path=value"),
-    Case("corpus: no such file", command(*TRAIN, "--set", "data.corpus={where}/none.txt"), "there is no file or folder at"),
+    Case("config: override without =", command(*TRAIN, "--set", "budget.steps"),
+         "is not of the form key.path=value"),
+    Case("corpus: no such file", command(*TRAIN, "--set", "data.corpus={where}/none.txt"),
+         "there is no file or folder at"),
     Case("corpus: not UTF-8", corpus("c.txt", "caf\xe9\n\nx\n".encode("latin-1")),
          "c.txt: bytes at offset 3 are not valid UTF-8"),
-    Case("probe: unknown task", command("probe", "{ref}", "--task", "poss"), "unknown task 'poss'. Did you mean 'pos'?"),
-    Case("probe: unknown task option", command("probe", "{ref}", "--task", "pos", "--set", "pos.max_trian=3"),
+    Case("probe: unknown task", command("probe", "{ref}", "--task", "poss"),
+         "unknown task 'poss'. Did you mean 'pos'?"),
+    Case("probe: unknown task option",
+         command("probe", "{ref}", "--task", "pos", "--set", "pos.max_trian=3"),
          "max_trian: unknown key (did you mean 'max_train'?)"),
-    Case("probe: not a run folder", command("probe", "{where}", "--task", "pos"), "is not an objbench run"),
-    Case("study: reference not an arm", study("validate", reference="zzz"), "reference 'zzz' is not an arm"),
+    Case("probe: not a run folder", command("probe", "{where}", "--task", "pos"),
+         "is not an objbench run"),
+    Case("study: reference not an arm", study("validate", reference="zzz"),
+         "reference 'zzz' is not an arm"),
     Case("study: unknown objective", study("validate", arms=[{"name": "mlm", "objective": "mlmm"}]),
          "arms[0] (mlm): unknown objective 'mlmm'"),
     Case("study: probe_at off the evaluation points", study("validate", probe_at=[0.3]),
@@ -501,7 +517,8 @@ def judge(case: Case, outcome: Outcome) -> tuple[str, str | None]:
     if outcome.code != EXIT[case.kind]:
         return "wrong exit", f"exit {outcome.code}, expected {EXIT[case.kind]}: {outcome.stderr[-1500:]}"
     if len(lines) != 1 or case.expect not in lines[0]:
-        return case.kind, f"expected one line with {case.expect!r}; got {lines or outcome.stderr[-1500:]}"
+        got = lines or outcome.stderr[-1500:]
+        return case.kind, f"expected one line with {case.expect!r}; got {got}"
     if "(got {'" in lines[0]:
         return case.kind, f"the message dumps a whole mapping: {lines[0]}"
     last = outcome.stderr.replace("\r", "\n").strip().splitlines()[-1:]
