@@ -1,17 +1,18 @@
 """Token blocks: the corpus tokenized once, packed to a fixed length, memory-mapped.
 
 Documents are joined with ``[SEP]`` and cut into rows of ``block_size`` tokens; the
-incomplete tail is dropped. Blocks are keyed by (tokenizer, corpus, block size) and never
-re-tokenized per step.
+incomplete tail is dropped. Blocks are keyed by (tokenizer, corpus, block size), never
+re-tokenized per step, and checked against their recorded sha256 when first opened in a
+process (`cached_entry`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from objbench.harness.integrity import cached_entry
 from objbench.harness.sources import cache_dir
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
@@ -34,15 +35,12 @@ def pack(ds: Dataset, tok: Tokenizer, block_size: int, sep_id: int, desc: str = 
 
 def cached_blocks(ds: Dataset, tok: Tokenizer, tok_key: str, split: str, block_size: int,
                   sep_id: int) -> np.ndarray:
-    """Blocks for one split, built once and then memory-mapped from the cache."""
-    path = cache_dir() / "blocks" / f"{tok_key}-{split}-{block_size}.npy"
-    if not path.exists():
-        arr = pack(ds, tok, block_size, sep_id, desc=split)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
+    """Blocks for one split, built once, verified, then memory-mapped from the cache."""
+    def build(path: Path) -> None:
+        with path.open("wb") as f:
+            np.save(f, pack(ds, tok, block_size, sep_id, desc=split))
+
+    path = cached_entry(cache_dir() / "blocks" / f"{tok_key}-{split}-{block_size}.npy", build)
     return np.load(path, mmap_mode="r")
 
 

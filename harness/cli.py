@@ -7,17 +7,18 @@ import os
 import sys
 from pathlib import Path
 
-from objbench.harness.errors import ObjbenchError
+from objbench.harness.errors import Interrupted, ObjbenchError
 
 
 def _train(args: argparse.Namespace) -> None:
     from objbench.harness.config import RunConfig, apply_overrides, load_yaml, validate
-    from objbench.harness.trainer import Trainer
+    from objbench.harness.output import output_folder
+    from objbench.harness.trainer import Trainer, checked
 
     data = load_yaml(Path(args.config)) if args.config else {}
     data["objective"] = args.objective
-    cfg = validate(RunConfig, apply_overrides(data, args.set), where="run config")
-    final = Trainer(cfg, Path(args.out)).run()
+    cfg = checked(validate(RunConfig, apply_overrides(data, args.set), where="run config"))
+    final = Trainer(cfg, output_folder(Path(args.out))).run()  # both checked before any data
     print(f"trained {cfg.objective} into {args.out}; final checkpoint {final}")
 
 
@@ -58,6 +59,8 @@ def _report(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="objbench", description=__doc__)
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error or Ctrl-C instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("objectives", help="list registered objectives")
     sub.add_parser("tasks", help="list registered probe tasks")
@@ -86,16 +89,37 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Errors objbench can explain print one line and exit 2, Ctrl-C prints
+    where it stopped and exits 130; ``--debug`` shows their tracebacks instead. Anything else
+    is a bug and keeps its traceback."""
     args = parser().parse_args(argv)
-    _init_distributed()
     try:
+        _init_distributed()
         if args.command in ("objectives", "tasks"):
             _list(args.command.upper())
         else:
             {"train": _train, "probe": _probe, "study": _study, "report": _report}[args.command](args)
     except ObjbenchError as exc:
-        print(f"objbench: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        _last_line(f"objbench: error: {exc}")
         sys.exit(2)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        where = f" {exc}" if isinstance(exc, Interrupted) else ""
+        _last_line(f"objbench: interrupted{where}; rerun the same command to resume")
+        sys.exit(130)
+
+
+def _last_line(text: str) -> None:
+    """Print the command's last line on stderr on a line of its own: progress bars the failed
+    work left open are closed first (tqdm tracks every open bar in ``_instances``)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(text, file=sys.stderr)
 
 
 def _init_distributed() -> None:

@@ -10,8 +10,9 @@ import difflib
 import hashlib
 import json
 import re
+import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -123,6 +124,30 @@ class RunConfig(Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def config_diff(a: dict[str, Any], b: dict[str, Any], a_name: str, b_name: str,
+                limit: int = 6) -> list[str]:
+    """``key: <a_name> X, <b_name> Y`` for each dotted key whose value differs, at most ``limit``."""
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    keys = [*flat_a, *(k for k in flat_b if k not in flat_a)]
+    shown = lambda v: "absent" if v is _ABSENT else v if isinstance(v, str) else json.dumps(v)
+    out = [f"{k}: {a_name} {shown(flat_a.get(k, _ABSENT))}, {b_name} {shown(flat_b.get(k, _ABSENT))}"
+           for k in keys if flat_a.get(k, _ABSENT) != flat_b.get(k, _ABSENT)]
+    return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+_ABSENT = object()
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def validate(cls: type[Strict], data: dict[str, Any], where: str = "config") -> Any:
     """Build ``cls`` from ``data``, turning pydantic's errors into one readable ConfigError."""
     try:
@@ -132,24 +157,33 @@ def validate(cls: type[Strict], data: dict[str, Any], where: str = "config") -> 
 
 
 def format_errors(exc: ValidationError, cls: type[BaseModel], where: str) -> str:
-    lines = [f"invalid {where}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            known = _fields_at(cls, err["loc"][:-1])
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"  {loc}: unknown key{hint}; allowed: {', '.join(sorted(known))}")
-        else:
-            lines.append(f"  {loc or '(top level)'}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+    """One line for one problem; a header and one indented line per problem for several."""
+    lines = [_describe(err, cls) for err in exc.errors()]
+    if len(lines) == 1:
+        return f"invalid {where}: {lines[0]}"
+    return "\n".join([f"invalid {where}:", *(f"  {line}" for line in lines)])
+
+
+def _describe(err: dict, cls: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        known = _fields_at(cls, err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{loc}: unknown key{hint}; allowed: {', '.join(sorted(known))}"
+    if err["type"] == "value_error":  # our own validators: the message names what it needs
+        return f"{loc}: {err['ctx']['error']}"
+    return f"{loc}: {err['msg']} (got {reprlib.repr(err.get('input'))})"
 
 
 def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the nested model at ``loc`` (for did-you-mean on unknown keys)."""
     for part in loc:
+        if isinstance(part, int):  # an item of a list field: its model was picked already
+            continue
         field = cls.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
+        ann = next(iter(get_args(ann)), None) if get_origin(ann) is list else ann
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         cls = ann
@@ -189,7 +223,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

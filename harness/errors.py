@@ -3,6 +3,10 @@
 The CLI prints these without a traceback; anything else is a bug and keeps its traceback.
 """
 
+import sys
+
+from tqdm.auto import tqdm
+
 
 class ObjbenchError(Exception):
     """Base class for user-facing errors."""
@@ -24,9 +28,23 @@ class CheckpointError(ObjbenchError):
     """A checkpoint is missing, incomplete or does not match the run."""
 
 
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint's files do not match the hashes recorded when it was written."""
+
+
 class PluginError(ObjbenchError):
     """A registered objective or task is unknown or broken."""
 
 
 class TrainingDiverged(ObjbenchError):
     """The loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the run stopped."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr: something was wrong and has been dealt with (e.g. rebuilt). Written
+    through tqdm, so a progress bar on screen moves below it instead of swallowing it."""
+    tqdm.write(f"objbench: warning: {message}", file=sys.stderr)

@@ -18,13 +18,13 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import yaml
 from tokenizers import Encoding, Tokenizer
 from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
-from objbench.harness.config import RunConfig, validate
-from objbench.harness.errors import CheckpointError, EmptyInputError
+from objbench.harness.config import RunConfig, load_yaml, validate
+from objbench.harness.errors import CheckpointError, DamagedCheckpoint, EmptyInputError
+from objbench.harness.integrity import file_digest
 from objbench.harness.model import Encoder
 from objbench.harness.tokenizer import vocab_of
 from objbench.harness.trainer import build_objective, pick_device
@@ -70,22 +70,31 @@ class TrainedModel:
 
     def __init__(self, run_dir: Path, checkpoint: Path | None = None, device: str = "auto") -> None:
         self.run_dir = Path(run_dir)
-        cfg_path = self.run_dir / "config.yaml"
-        if not cfg_path.exists():
-            raise CheckpointError(f"{self.run_dir} is not an objbench run (no config.yaml)")
-        self.cfg: RunConfig = validate(RunConfig, yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+        cfg_path, tokenizer_path = self.run_dir / "config.yaml", self.run_dir / "tokenizer.json"
+        if not (cfg_path.exists() and tokenizer_path.exists()):
+            raise CheckpointError(f"{self.run_dir} is not an objbench run (no config.yaml or "
+                                  f"tokenizer.json)")
+        self.cfg: RunConfig = validate(RunConfig, load_yaml(cfg_path), str(cfg_path))
+        trained_with = self.cfg.to_dict()  # before the device override below, a reading choice
         if device != "auto":
             self.cfg = self.cfg.model_copy(update={"train": self.cfg.train.model_copy(update={"device": device})})
-        self.tokenizer = Tokenizer.from_file(str(self.run_dir / "tokenizer.json"))
-        self.vocab = vocab_of(self.tokenizer, special_tokens(self.cfg.data.special_tokens))
-        self.objective: Objective = build_objective(self.cfg, self.vocab)
         found = ckpt.checkpoints(self.run_dir)
         self.checkpoint = checkpoint or (found[-1] if found else None)
         if self.checkpoint is None:
             raise CheckpointError(f"{self.run_dir} has no complete checkpoint; train it first")
+        try:  # the checkpoint must be intact and trained with this config.yaml and tokenizer.json
+            state = ckpt.load_state(self.checkpoint)
+            ckpt.check_config(self.checkpoint, state, trained_with, file_digest(tokenizer_path)[:16],
+                              cfg_path.name, f"restore {cfg_path} and {tokenizer_path.name} as "
+                              f"training wrote them (the checkpoint's config is in its state.json)")
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            self.vocab = vocab_of(self.tokenizer, special_tokens(self.cfg.data.special_tokens))
+            self.model = Encoder(self.cfg.model, self.vocab.size)
+            ckpt.restore(self.checkpoint, self.model)
+        except DamagedCheckpoint as exc:
+            raise ckpt.for_reader(exc, self.run_dir, asked=checkpoint is not None) from None
         self.device = pick_device(self.cfg)
-        self.model = Encoder(self.cfg.model, self.vocab.size)
-        ckpt.load_model(self.checkpoint, self.model)
+        self.objective: Objective = build_objective(self.cfg, self.vocab)
         self.model.to(self.device).eval()
         max_len = self.cfg.model.max_len
         #: the longest sentence read (tokens after [CLS]), for features and scores alike: the

@@ -22,15 +22,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self._extra: dict[str, type[T]] = {}
 
-    def _entry_points(self) -> dict[str, EntryPoint]:
-        found: dict[str, EntryPoint] = {}
+    def _entry_points(self) -> dict[str, list[EntryPoint]]:
+        """Entry points by name; a name with more than one (different) target is a conflict."""
+        found: dict[str, list[EntryPoint]] = {}
         for ep in entry_points(group=self.group):
-            if ep.name in found and found[ep.name].value != ep.value:
-                raise PluginError(
-                    f"two {self.kind}s are registered as {ep.name!r}: {found[ep.name].value} and "
-                    f"{ep.value}; uninstall one of the packages"
-                )
-            found[ep.name] = ep
+            same = found.setdefault(ep.name, [])
+            if all(e.value != ep.value for e in same):  # one package seen twice on sys.path is fine
+                same.append(ep)
         return found
 
     def names(self) -> list[str]:
@@ -55,12 +53,16 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known)}. "
                 f"Third-party {self.kind}s register under the entry-point group {self.group!r}."
             )
+        if len(eps[name]) > 1:
+            claims = " and ".join(sorted(f"{_package(ep)} ({ep.value})" for ep in eps[name]))
+            raise PluginError(f"{self.kind} {name!r} is registered by {claims}; uninstall one of "
+                              f"them to use {name!r} (every other {self.kind} still works)")
+        ep = eps[name][0]
         try:
-            return eps[name].load()
+            return ep.load()
         except Exception as exc:  # a plugin's import error is reported, not propagated raw
             raise PluginError(
-                f"{self.kind} {name!r} ({eps[name].value}) failed to load: "
-                f"{type(exc).__name__}: {exc}"
+                f"{self.kind} {name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
             ) from exc
 
     def describe(self) -> list[tuple[str, str]]:
@@ -73,6 +75,11 @@ class Registry(Generic[T]):
                 doc = f"BROKEN: {exc}"
             rows.append((name, str(doc).strip().splitlines()[0] if doc else ""))
         return rows
+
+
+def _package(ep: EntryPoint) -> str:
+    """The distribution that declares ``ep``, for messages."""
+    return f"package {ep.dist.name!r}" if ep.dist is not None else "an unnamed package"
 
 
 OBJECTIVES: Registry = Registry("objbench.objectives", "objective")

@@ -15,7 +15,7 @@ import subprocess
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import objbench
 import torch.distributed as dist
@@ -31,14 +31,36 @@ from objbench.harness.config import (
     validate,
 )
 from objbench.harness.errors import ConfigError, PluginError
-from objbench.harness.registry import OBJECTIVES
-from pydantic import Field, model_validator
+from objbench.harness.output import output_folder
+from pydantic import AfterValidator, Field, model_validator
+
+
+def _folder_name(name: str) -> str:
+    """Study and arm names become folder names under the study folder: never a path."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{name!r} becomes a folder name, so it must be non-empty, contain no "
+                         f"'/' or '\\' and not start with '.'")
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+SHARED = ("seeds", "budget", "model", "data", "train", "tasks", "probe_at")  # study-wide only
 
 
 class Arm(Strict):
-    name: str = Field(description="unique label of the arm in tables and folders")
+    name: FolderName = Field(description="unique label of the arm in tables and folders")
     objective: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_settings(cls, data: Any) -> Any:
+        shared = [k for k in SHARED if isinstance(data, dict) and k in data]
+        if shared:
+            raise ValueError(f"arms cannot set {', '.join(shared)}: every arm of a study shares "
+                             f"them, so that arms differ only in their objective; set them at the "
+                             f"top level of the study")
+        return data
 
 
 class Primary(Strict):
@@ -54,7 +76,7 @@ class Primary(Strict):
 
 
 class Study(Strict):
-    name: str
+    name: FolderName
     description: str = Field("", description="the question the study answers, shown first in its report")
     arms: list[Arm] = Field(min_length=1)
     reference: str = Field(description="arm every other arm is compared against")
@@ -75,9 +97,9 @@ class Study(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"arm names must be unique; repeated: {dupes}")
-        bad = [n for n in names if not n or "/" in n or n.startswith(".")]
-        if bad:
-            raise ValueError(f"arm names become folder names: {bad} cannot")
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be unique; repeated: {repeated}")
         if self.reference not in names:
             raise ValueError(f"reference {self.reference!r} is not an arm; arms: {names}")
         points = {round(k / self.train.eval_points, 9) for k in range(1, self.train.eval_points + 1)}
@@ -99,20 +121,16 @@ class Study(Strict):
 
 def load_study(path: Path) -> Study:
     """Read and validate a study file completely (objectives, options, tasks) before any work."""
-    from objbench.harness.trainer import resolve
+    from objbench.harness.trainer import checked
     from objbench.tasks.runner import resolve as resolve_tasks
 
     study = validate(Study, load_yaml(path), where=str(path))
     for i, arm in enumerate(study.arms):
         try:
-            resolve(RunConfig(objective=arm.objective, options=arm.options))
+            checked(RunConfig(objective=arm.objective, options=arm.options, model=study.model,
+                              data=study.data, train=study.train, budget=study.budget))
         except (ConfigError, PluginError) as exc:
             raise ConfigError(f"{path}: arms[{i}] ({arm.name}): {exc}") from None
-        missing = [s for s in OBJECTIVES.get(arm.objective).special_tokens
-                   if s not in study.data.special_tokens]
-        if missing:
-            raise ConfigError(f"{path}: arm {arm.name!r} needs special tokens {missing} in "
-                              f"data.special_tokens")
     try:
         tasks = resolve_tasks(list(study.tasks), study.tasks)
     except (ConfigError, PluginError) as exc:
@@ -151,8 +169,8 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     from objbench.harness.data import prepare_data
     from objbench.reports import build_report
 
-    out = out or Path("runs") / study.name
-    out.mkdir(parents=True, exist_ok=True)
+    runs = shard_of(study.run_configs(), shard)  # a bad --shard or --out fails before any work
+    out = output_folder(out or Path("runs") / study.name)
     data = prepare_data(study.data, study.train.batch_size)
     resolved = study.model_dump(mode="json")  # a valid study file: `study run` accepts it again
     resolved["budget"] = {study.budget.axis: getattr(study.budget, study.budget.axis)}
@@ -160,7 +178,6 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
         (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         (out / "provenance.json").write_text(json.dumps(provenance(data), indent=2))
 
-    runs = shard_of(study.run_configs(), shard)
     started, failed = time.perf_counter(), 0
     for n, (arm, cfg) in enumerate(runs, 1):
         state, seconds = run_one(study, arm, cfg, out / "runs" / arm.name / f"seed{cfg.seed}", data)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from objbench.harness.config import DataConfig
 from objbench.harness.errors import DataError
+from objbench.harness.integrity import cached_entry
 from objbench.harness.sources import cache_dir
-from objbench.objectives.base import Vocab
+from objbench.objectives.base import Vocab, special_tokens
 
 
 def tokenizer_key(corpus_hash: str, kind: str, vocab_size: int, specials: list[str]) -> str:
@@ -27,11 +27,19 @@ def build_tokenizer(train: Dataset, corpus_hash: str, kind: str, vocab_size: int
     """Train (or load from the cache) a cased WordPiece/BPE tokenizer on the training split.
 
     Specials come first in the vocabulary, in the order given, so their ids are
-    ``0 .. len(specials)-1`` for every tokenizer objbench builds.
+    ``0 .. len(specials)-1`` for every tokenizer objbench builds. The cached file is checked
+    against its recorded sha256 when first opened in a process, and rebuilt if it differs.
     """
-    path = cache_dir() / "tokenizers" / f"{tokenizer_key(corpus_hash, kind, vocab_size, specials)}.json"
-    if path.exists():
-        return Tokenizer.from_file(str(path)), path
+    def build(path: Path) -> None:
+        _train(train, kind, vocab_size, specials).save(str(path))
+
+    key = tokenizer_key(corpus_hash, kind, vocab_size, specials)
+    path = cached_entry(cache_dir() / "tokenizers" / f"{key}.json", build)
+    return Tokenizer.from_file(str(path)), path
+
+
+def _train(train: Dataset, kind: str, vocab_size: int, specials: list[str]) -> Tokenizer:
+    """A cased WordPiece or BPE tokenizer trained on the ``text`` column of ``train``."""
     if kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
@@ -46,12 +54,7 @@ def build_tokenizer(train: Dataset, corpus_hash: str, kind: str, vocab_size: int
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator((b["text"] for b in train.iter(batch_size=1000)), trainer=trainer,
                             length=len(train))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    tok.save(tmp)
-    os.replace(tmp, path)
-    return tok, path
+    return tok
 
 
 def load_tokenizer_file(path: str | Path, specials: list[str]) -> Tokenizer:
@@ -69,6 +72,16 @@ def load_tokenizer_file(path: str | Path, specials: list[str]) -> Tokenizer:
         raise DataError(f"tokenizer {p}: special tokens must have the first ids 0..{len(specials)-1} "
                         f"(random replacements draw from the ids after them); got {dict(zip(specials, ids))}")
     return tok
+
+
+def config_vocab(cfg: DataConfig) -> Vocab:
+    """The vocabulary a data config promises before any tokenizer exists: ``data.vocab_size``
+    ids with the specials first (as in every tokenizer objbench builds or accepts), each id a
+    word start. Enough to build an objective and check a config against the model before
+    any data is prepared; training reads `vocab_of` the real tokenizer."""
+    specials = special_tokens(cfg.special_tokens)
+    return Vocab(cfg.vocab_size, {s: i for i, s in enumerate(specials)},
+                 torch.ones(cfg.vocab_size, dtype=torch.bool))
 
 
 def vocab_of(tok: Tokenizer, specials: list[str]) -> Vocab:

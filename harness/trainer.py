@@ -26,11 +26,19 @@ from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import batch_rows
 from objbench.harness.config import ModelConfig, RunConfig, validate
 from objbench.harness.data import PreparedData, prepare_data
-from objbench.harness.errors import CheckpointError, ConfigError, TrainingDiverged
+from objbench.harness.errors import (
+    CheckpointError,
+    ConfigError,
+    DamagedCheckpoint,
+    Interrupted,
+    TrainingDiverged,
+    warn,
+)
 from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder, query_rows
 from objbench.harness.registry import OBJECTIVES
+from objbench.harness.tokenizer import config_vocab
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
@@ -64,6 +72,21 @@ def resolve(cfg: RunConfig) -> RunConfig:
     cls = OBJECTIVES.get(cfg.objective)
     options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
     return cfg.model_copy(update={"options": options.model_dump(mode="json")})
+
+
+def checked(cfg: RunConfig) -> RunConfig:
+    """``resolve(cfg)`` once its objective builds and the rows it makes from a block fit in
+    ``model.max_len``: everything a run config can get wrong, found before any data is read."""
+    cfg = resolve(cfg)
+    objective = build_objective(cfg, config_vocab(cfg.data))
+    block, max_len = cfg.data.block_size, cfg.model.max_len
+    need = objective.positions_needed(block)
+    if need > max_len:
+        raise ConfigError(
+            f"objective {cfg.objective!r} needs {need} positions for a block of data.block_size="
+            f"{block} tokens, more than model.max_len={max_len}: raise model.max_len to {need} or "
+            f"lower data.block_size to {objective.max_tokens(max_len)}")
+    return cfg
 
 
 def pick_device(cfg: RunConfig) -> torch.device:
@@ -117,7 +140,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out: Path, data: PreparedData | None = None,
                  callbacks: list[Callable[["Trainer"], None]] = (), progress: bool = True) -> None:
-        self.cfg = resolve(cfg)
+        self.cfg = checked(cfg)
         self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
@@ -246,7 +269,17 @@ class Trainer:
 
     # -- run ------------------------------------------------------------------------------
     def run(self) -> Path:
-        """Train to the budget (resuming if possible); return the final checkpoint."""
+        """Train to the budget (resuming if possible); return the final checkpoint.
+
+        Ctrl-C raises `Interrupted`, which says where the run stopped."""
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            found = ckpt.checkpoints(self.out)
+            raise Interrupted(f"at step {self.counters.step} of {self.out} (last checkpoint: "
+                              f"{found[-1].name if found else 'none yet'})") from None
+
+    def _run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
         next_eval = self._resume(metrics_path)
@@ -293,36 +326,69 @@ class Trainer:
         folder = self.out / "checkpoints" / f"step-{self.counters.step:07d}"
         if self.rank == 0:
             state = {"counters": asdict(self.counters), "next_eval": next_eval, "eval_point": keep,
-                     "config_hash": self.cfg.config_hash()}
+                     "config": self.cfg.to_dict(), "tokenizer_hash": self.data.tokenizer_hash}
             ckpt.save(folder, self.model, self.optimizer, state)
             for old in ckpt.checkpoints(self.out)[:-1]:
-                if not ckpt.load_state(old).get("eval_point"):
+                if not _kept(old):
                     shutil.rmtree(old)
         if self.world > 1:
             dist.barrier()
         return folder
 
     def _resume(self, metrics_path: Path) -> int:
-        """Load the newest checkpoint, if any; trim metrics logged after it. Returns next_eval."""
-        found = ckpt.checkpoints(self.out)
-        if not found:
+        """Load the newest intact checkpoint, if any; trim metrics logged after it. Returns next_eval.
+
+        Damaged checkpoints newer than it are moved to ``damaged/``, saying so in one line; a
+        checkpoint of another config is refused.
+        """
+        damaged: list[tuple[Path, DamagedCheckpoint]] = []
+        state = None
+        for folder in reversed(ckpt.checkpoints(self.out)):
+            try:
+                state = ckpt.restore(folder, self.model, self.optimizer, self._check_matches(folder))
+                break
+            except DamagedCheckpoint as exc:  # found before anything was loaded
+                damaged.append((folder, exc))
+        if damaged:
+            self._set_aside(damaged, folder if state else None)
+        if state is None:
             if self.rank == 0:
                 metrics_path.unlink(missing_ok=True)
             return 0
-        folder = found[-1]
-        state = ckpt.load_state(folder)
-        if state.get("config_hash") != self.cfg.config_hash():
-            raise CheckpointError(
-                f"{folder} was written by a run with config hash {state.get('config_hash')}, "
-                f"this run has {self.cfg.config_hash()}: use a fresh output folder or the same config")
-        ckpt.load_model(folder, self.model)
-        ckpt.load_optimizer(folder, self.optimizer)
         self.counters = Counters(**state["counters"])
         if self.rank == 0 and metrics_path.exists():
             kept = [l for l in metrics_path.read_text().splitlines()
                     if _step_of(l) is not None and _step_of(l) <= self.counters.step]
             metrics_path.write_text("".join(l + "\n" for l in kept))
         return state["next_eval"]
+
+    def _check_matches(self, folder: Path) -> Callable[[dict], None]:
+        """Refuse a checkpoint trained with another config or tokenizer than this run."""
+        fix = "use a fresh output folder, or the settings the checkpoint was trained with"
+        return lambda state: ckpt.check_config(folder, state, self.cfg.to_dict(),
+                                               self.data.tokenizer_hash, "this run", fix)
+
+    def _set_aside(self, damaged: list[tuple[Path, DamagedCheckpoint]], resumed: Path | None) -> None:
+        """Move damaged checkpoints to ``damaged/`` (kept for inspection, out of the resume path)."""
+        aside = self.out / "damaged"
+        if self.world > 1:
+            dist.barrier()  # every rank has read the checkpoints before rank 0 moves any
+        if self.rank == 0:
+            aside.mkdir(exist_ok=True)
+            for folder, _ in damaged:
+                shutil.rmtree(aside / folder.name, ignore_errors=True)
+                shutil.move(str(folder), aside / folder.name)
+            then = f"resuming from {resumed}" if resumed else "no intact checkpoint left: starting from step 0"
+            warn(f"{'; '.join(str(exc) for _, exc in damaged)}; moved to {aside}; {then}")
+
+
+def _kept(folder: Path) -> bool:
+    """Whether an older checkpoint stays: evaluation points do, and so do damaged ones, for
+    inspection (they are never loaded)."""
+    try:
+        return bool(ckpt.load_state(folder).get("eval_point"))
+    except CheckpointError:
+        return True
 
 
 def _step_of(line: str) -> int | None:

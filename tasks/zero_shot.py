@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from objbench.harness.data import prepare_data
+from objbench.harness.errors import DataError
+from objbench.harness.integrity import file_digest
 from objbench.harness.reading import TrainedModel
 from objbench.tasks.base import TaskResult
 from objbench.tasks.ngram import KneserNey, baseline_models
@@ -40,9 +42,14 @@ def rank_correct(scores: np.ndarray, answers: np.ndarray) -> dict[str, np.ndarra
 
 
 def ngram_baselines(model: TrainedModel) -> dict[str, KneserNey]:
-    """The unigram and trigram models of the training split the run was trained on."""
-    train = prepare_data(model.cfg.data).train
-    return baseline_models(np.asarray(train).ravel(), model.vocab.size)
+    """The unigram and trigram models of the training split the run was trained on, in the
+    run's own tokenization (a rebuilt tokenizer would count other tokens: refused)."""
+    data = prepare_data(model.cfg.data)
+    if data.tokenizer_hash != file_digest(model.run_dir / "tokenizer.json")[:16]:
+        raise DataError(f"{model.run_dir}: the cached tokenizer of data {model.cfg.data.corpus!r} is not the "
+                        f"one this run trained with, so n-gram baselines would count other tokens; "
+                        f"retrain the run (its tokenizer.json is kept) or restore the cache")
+    return baseline_models(np.asarray(data.train).ravel(), model.vocab.size)
 
 
 def scorers(model: TrainedModel, desc: str) -> dict[str | None, Callable[[list[str]], tuple[np.ndarray, np.ndarray]]]:

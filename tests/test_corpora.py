@@ -181,10 +181,14 @@ def test_tiny_corpus_still_gets_a_validation_document(tmp_path):
 @pytest.mark.parametrize("name, content, pattern", [
     ("missing.txt", None, "no file or folder at"),
     ("corpus.csv", "a,b\n", re.escape("type '.csv'; supported: .txt, .jsonl, .parquet")),
-    ("blank.txt", "\n\n   \n\n", "has no non-empty documents"),
+    ("blank.txt", "\n\n   \n\n", r"blank\.txt is empty: no text"),
+    ("empty.txt", "", r"empty\.txt is empty"),
+    ("nul.txt", "\0\0\0\0", r"nul\.txt is empty: no text, only whitespace or NUL bytes"),
+    ("blanks.jsonl", '{"text": "  "}\n{"text": "\\u0000"}\n', "has no non-empty documents"),
     ("one.txt", "only one document\n", "at least 2 are needed"),
     ("fields.jsonl", '{"body": "x"}\n', re.escape("have no 'text' field; found ['body']")),
-    ("broken.jsonl", '{"text": "ok"}\n{"text": oops\n', r"cannot read .*broken\.jsonl: JSON parse error"),
+    ("broken.jsonl", '{"text": "ok"}\n\n{"text": oops\n', r"broken\.jsonl: line 3 is not valid JSON \(Expecting value, column 10\)"),
+    ("list.jsonl", '{"text": "ok"}\n["text"]\n', r"list\.jsonl: line 2 is not a JSON object"),
     ("broken.parquet", "not parquet", r"cannot read .*broken\.parquet: Parquet magic bytes"),
 ])
 def test_bad_local_input(tmp_path, name, content, pattern):

@@ -124,7 +124,7 @@ def test_shipped_studies_validate(path):
     ({"arms": [{"name": "a", "objective": "mlm"}, {"name": "a", "objective": "clm"}]}, "unique"),
     ({"arms": [{"name": "a", "objective": "mlmm"}]}, "Did you mean 'mlm'"),
     ({"arms": [{"name": "a", "objective": "mlm", "options": {"mask_rate": 2}}]}, r"arms\[0\] \(a\).*mask_rate"),
-    ({"arms": [{"name": "a", "objective": "mlm", "budget": {"steps": 3}}]}, "arms.0.budget: unknown key"),
+    ({"arms": [{"name": "a", "objective": "mlm", "budget": {"steps": 3}}]}, "arms.0: arms cannot set budget: every arm"),
     ({"reference": "zzz"}, "reference 'zzz' is not an arm"),
     ({"tasks": {"poss": {}}}, "Did you mean 'pos'"),
     ({"seedz": [1]}, r"seedz: unknown key \(did you mean 'seeds'\?\)"),
