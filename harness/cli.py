@@ -53,7 +53,8 @@ def _study(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from objbench.reports import build_report
 
-    for name, path in build_report(Path(args.study_dir)).items():
+    reference = Path(args.reference) if args.reference else None
+    for name, path in build_report(Path(args.study_dir), reference=reference).items():
         print(f"{name}: {path}")
 
 
@@ -85,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="rebuild a study's report from its result rows")
     r.add_argument("study_dir")
+    r.add_argument("--reference", metavar="DIR", help="also write a copy to keep under version control "
+                   "there: report.md without figures, summary/comparisons/verdict CSVs")
     return p
 
 

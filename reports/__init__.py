@@ -23,10 +23,17 @@ from objbench.reports.stats import N_BOOT
 __all__ = ["build_report"]
 
 
-def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT) -> dict[str, Path]:
+# what a reference copy holds: the report's text and the tables its numbers come from
+REFERENCE_TABLES = ("summary", "comparisons", "verdict")
+
+
+def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT,
+                 reference: Path | None = None) -> dict[str, Path]:
     """Write the report files into `study_dir`; return them keyed by path relative to it.
 
-    `seed` fixes the bootstrap, so the same study files always give the same report.
+    `seed` fixes the bootstrap, so the same study files always give the same report. With
+    `reference`, also write a copy small enough to keep under version control there:
+    report.md without its figures, and the CSVs of `REFERENCE_TABLES`.
     """
     study_dir = Path(study_dir)
     data = load_study(study_dir)
@@ -44,11 +51,13 @@ def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT) -> dic
                         skipped_figures=skipped, notes=notes)
     blocks = build_document(analysis)
 
-    written = write_tables(
-        {"results": data.results, "summary": summary, "comparisons": comparisons,
-         "noise_floor": noise, "verdict": verdict.checks},
-        study_dir,
-    )
+    tables = {"results": data.results, "summary": summary, "comparisons": comparisons,
+              "noise_floor": noise, "verdict": verdict.checks}
+    written = write_tables(tables, study_dir)
+    if reference is not None:
+        reference.mkdir(parents=True, exist_ok=True)
+        write_tables({name: tables[name] for name in REFERENCE_TABLES}, reference)
+        (reference / "report.md").write_text(to_markdown(blocks, study_dir, figures=False), encoding="utf-8")
     for name, text in (("report.md", to_markdown(blocks, study_dir)),
                        ("report.html", to_html(blocks, f"objbench report: {data.name}"))):
         (study_dir / name).write_text(text, encoding="utf-8")

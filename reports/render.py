@@ -49,8 +49,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def to_markdown(blocks: list[Block], base: Path) -> str:
-    """Markdown with image links relative to `base`, the folder report.md is written to."""
+def to_markdown(blocks: list[Block], base: Path, figures: bool = True) -> str:
+    """Markdown with image links relative to `base`, the folder report.md is written to; without
+    `figures`, each figure is named with where `objbench report` draws it instead."""
     parts = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -63,6 +64,9 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
             parts.append(markdown_table(block.frame))
         elif isinstance(block, Callout):
             parts.append("> " + ("**Warning:** " if block.warning else "") + md_escape(block.text))
+        elif isinstance(block, Image) and not figures:
+            parts.append(md_escape(f"({block.figure.caption} Not in this copy: `objbench report` on"
+                                   f" the study folder draws it as {block.figure.png.relative_to(base)}.)"))
         elif isinstance(block, Image):
             link = block.figure.png.relative_to(base).as_posix()
             svg = block.figure.svg.relative_to(base).as_posix()

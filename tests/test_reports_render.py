@@ -348,3 +348,16 @@ def test_reports_never_import_torch():
     code = ("import sys, objbench.reports;"
             "assert 'torch' not in sys.modules, 'objbench.reports imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_reference_copy_holds_the_text_and_tables_but_no_figures(report, tmp_path):
+    root, _ = report
+    with pytest.warns(ReportWarning):
+        build_report(root, n_boot=200, reference=tmp_path / "ref")
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == [
+        "comparisons.csv", "report.md", "summary.csv", "verdict.csv"]
+    copy = (tmp_path / "ref" / "report.md").read_text()
+    original = (root / "report.md").read_text()
+    assert "![" not in copy and "figures/primary.png" in copy
+    assert copy.split("## Figures")[0] == original.split("## Figures")[0]
+    assert pd.read_csv(tmp_path / "ref" / "summary.csv").equals(pd.read_csv(root / "summary.csv"))
