@@ -114,13 +114,14 @@ def _opening(analysis: Analysis) -> list[Block]:
     done = int((data.runs["state"] == "done").sum())
     question = str(data.config.get("description") or "").strip() or (
         "No question stated: add a `description` to the study file to say what it asks.")
-    arms = ", ".join(str(a) for a in sorted(data.runs["arm"].unique()))
+    arms = ", ".join(arm_order(data, set(data.runs["arm"])))
+    budget = f"{data.budget_value:.3g}" if data.budget_axis == "flops" else f"{data.budget_value:,.0f}"
     return [
         Heading(f"Study: {data.name}", 1),
         Paragraph(question),
-        Paragraph(f"Arms: {arms} (reference: {data.reference}). Budget: {fmt(data.budget_value)}"
-                  f" {data.budget_axis} per run. Finished runs: {done} of {len(data.runs)}; only"
-                  " finished runs enter the tables."),
+        Paragraph(f"Arms: {arms} (reference: {data.reference}). Budget: {budget} {data.budget_axis}"
+                  f" per run. Finished runs: {done} of {len(data.runs)}; only finished runs enter"
+                  " the tables."),
     ]
 
 
@@ -138,8 +139,8 @@ def _verdict(analysis: Analysis) -> list[Block]:
         for s, d, lo, hi in zip(checks["status"], checks["diff"], checks["ci_low"], checks["ci_high"])])
     cells["check"] = [c + ("" if r else " (stronger bar)") for c, r in zip(cells["check"], cells["required"])]
     grid = cells.pivot(index="arm", columns="check", values="cell")
-    order = list(dict.fromkeys(cells["check"]))
-    blocks += [Table(grid[order].reset_index()),
+    grid = grid.loc[arm_order(analysis.data, set(grid.index)), list(dict.fromkeys(cells["check"]))]
+    blocks += [Table(grid.reset_index()),
                Paragraph("Each cell: does the arm beat the bar, and by how much (difference and 95%"
                          " interval over seeds and items). Required checks decide the verdict.")]
     return blocks
@@ -174,7 +175,7 @@ def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
         if arm in tests.index:
             t = tests.loc[arm]
             star = "*" if t["significant"] else ""
-            cell += f"; Δ {t['diff']:+.3g}, p {fmt_p(t['p_holm'])}{star}"
+            cell += f"; Δ {t['diff']:+.3g}, p_Holm {fmt_p(t['p_holm'])}{star}"
             cell += f" ({t['winner']} better)" if t["winner"] else ""
         row[arm] = cell
     bases = baselines_of(summary, key["task"], key["metric"], key["group"]).groupby("baseline")["mean"].first()

@@ -141,6 +141,7 @@ def assess(items: pd.DataFrame, results: pd.DataFrame, primary: pd.DataFrame, ar
     tables = item_tables(items)
     checks = pd.DataFrame(_context_checks(tables, arms) + _baseline_checks(tables, arms, primary),
                           columns=CHECK_COLUMNS)
+    checks = checks.sort_values("required", ascending=False, kind="stable", ignore_index=True)
     required = checks[checks["required"]]
     mature = None if required.empty else bool((required["status"] == "pass").all())
     rising = still_rising(results, primary)
@@ -160,9 +161,10 @@ def _summary(mature: bool | None, required: pd.DataFrame, rising: pd.DataFrame) 
                 "check (95% intervals, seeds and items both random).")
     else:
         failed = required[required["status"] != "pass"]
-        per_arm = "; ".join(f"{arm}: {', '.join(group['check'])}" for arm, group in failed.groupby("arm"))
+        arms_per_check = failed.groupby("check", sort=False)["arm"].apply(lambda a: ", ".join(a))
+        per_check = "; ".join(f"{check} ({arms})" for check, arms in arms_per_check.items())
         text = ("The encoders are too young for this comparison to speak about the "
-                f"objectives. Not shown beyond doubt: {per_arm}. Differences between arms here "
+                f"objectives. Not shown beyond doubt: {per_check}. Differences between arms here "
                 "measure how fast each objective trains its embeddings and word statistics, "
                 "not what it teaches an encoder; give every arm more budget (the same number of "
                 "targets is the fairest start) until these checks pass.")

@@ -195,8 +195,8 @@ def test_verdict_warns_about_the_arm_whose_layers_hold_less_than_its_embeddings(
     markdown = (root / "report.md").read_text()
     verdict = markdown.split("## Verdict", 1)[1].split("## Primary results", 1)[0]
     assert "> **Warning:** The encoders are too young" in verdict
-    assert "mlm: pos: contextual layers above embeddings (ambiguous words)" in verdict
-    assert "clm:" not in verdict.split("Not shown beyond doubt:", 1)[1].split(".", 1)[0]
+    assert "pos: contextual layers above embeddings (ambiguous words) (mlm)" in verdict
+    assert "clm" not in verdict.split("Not shown beyond doubt:", 1)[1].split(".", 1)[0]
 
 
 def test_no_warning_when_every_arm_passes(tmp_path):
