@@ -53,3 +53,32 @@ def batch_rows(n_blocks: int, batch_size: int, step: int, seed: int) -> np.ndarr
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
     return perm[k * batch_size:(k + 1) * batch_size]
+
+
+
+class SeenBlocks:
+    """The distinct training blocks a run's global batches have held so far (the unique data it
+    has seen), replayed from the seed like `batch_rows`, so a resumed run counts the same."""
+
+    def __init__(self, n_blocks: int, batch_size: int, seed: int, steps: int = 0) -> None:
+        self.n_blocks, self.batch_size, self.seed = n_blocks, batch_size, seed
+        self.seen = np.zeros(n_blocks, dtype=bool)
+        per_epoch = n_blocks // batch_size
+        epochs, rest = divmod(steps, per_epoch)
+        for epoch in range(epochs):  # whole epochs at once; once every block is seen, none is new
+            self.seen[self._permutation(epoch)[: per_epoch * batch_size]] = True
+            if self.seen.all():
+                break
+        for step in range(epochs * per_epoch, steps):
+            self.add(step)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_blocks)
+
+    def add(self, step: int) -> None:
+        """Count the blocks of the global batch at ``step``."""
+        self.seen[batch_rows(self.n_blocks, self.batch_size, step, self.seed)] = True
+
+    @property
+    def count(self) -> int:
+        return int(self.seen.sum())

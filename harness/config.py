@@ -49,9 +49,26 @@ class DataConfig(Strict):
     block_size: int = Field(128, ge=4, description="clean text tokens per training block")
     validation_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="documents held out (named corpora with a split ignore it)")
     val_blocks: int = Field(64, ge=1, description="validation blocks used for the validation loss")
+    unique_tokens: int | None = Field(
+        None, gt=0, description="cap on unique training data: a prefix of whole training documents of "
+        "at most this many tokens, repeated in epochs (a fresh seeded order each) when the budget "
+        "is larger; null = the whole training split. Validation is never capped")
     special_tokens: list[str] = Field(
         ["[S]", "[E]"], description="specials reserved beyond [PAD] [CLS] [SEP] [MASK] [UNK]; "
         "every arm of a study shares one tokenizer, so this covers all their objectives")
+
+
+def capped_arm(arm: str, cap: int | None) -> str:
+    """The name under which a study's ``data_caps`` sweep runs ``arm`` at one cap on unique
+    training tokens: ``mlm-all`` (no cap), ``mlm-500k``, ``mlm-1.25M``."""
+    if cap is None:
+        return f"{arm}-all"
+    return f"{arm}-{cap / 1e6:g}M" if cap >= 1_000_000 else f"{arm}-{cap / 1e3:g}k"
+
+
+def study_arms(arms: list[str], data_caps: list[int | None]) -> list[str]:
+    """The arms a study's runs are named by: its arms, or each at each cap of ``data_caps``."""
+    return [capped_arm(arm, cap) for arm in arms for cap in data_caps] if data_caps else list(arms)
 
 
 # What a budget can be counted in; every step logs all of them (metrics.jsonl columns).

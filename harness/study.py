@@ -22,6 +22,7 @@ import torch.distributed as dist
 import yaml
 from objbench.harness.config import (
     BudgetConfig,
+    capped_arm,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -90,6 +91,10 @@ class Study(Strict):
                                   "must be an evaluation point k / train.eval_points")
     primary: list[Primary] = Field(default_factory=list, description="the results the question is "
                                    "about; empty: each task's own default (`Task.primary`)")
+    data_caps: list[int | None] = Field(default_factory=list, description="a sweep over the unique "
+                                        "training data: every arm runs once per cap (data.unique_tokens; "
+                                        "null = the whole split) as '<arm>-<cap>'; the reference is the "
+                                        "reference arm at the first cap")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Study":
@@ -102,6 +107,10 @@ class Study(Strict):
             raise ValueError(f"seeds must be unique; repeated: {repeated}")
         if self.reference not in names:
             raise ValueError(f"reference {self.reference!r} is not an arm; arms: {names}")
+        if len(set(self.data_caps)) != len(self.data_caps):
+            raise ValueError(f"data_caps must be unique; got {self.data_caps}")
+        if self.data_caps and self.data.unique_tokens is not None:
+            raise ValueError("set data.unique_tokens or data_caps, not both: data_caps sweeps it")
         points = {round(k / self.train.eval_points, 9) for k in range(1, self.train.eval_points + 1)}
         off = [p for p in self.probe_at if round(p, 9) not in points]
         if off:
@@ -110,12 +119,16 @@ class Study(Strict):
         return self
 
     def run_configs(self) -> list[tuple[Arm, RunConfig]]:
+        """Every (arm, seed) run, each arm once per data cap when the study sweeps them."""
         out = []
         for arm in self.arms:
-            for seed in self.seeds:
-                cfg = RunConfig(objective=arm.objective, options=arm.options, seed=seed,
-                                model=self.model, data=self.data, train=self.train, budget=self.budget)
-                out.append((arm, cfg))
+            for cap in self.data_caps or [self.data.unique_tokens]:
+                named = arm.model_copy(update={"name": capped_arm(arm.name, cap)}) if self.data_caps else arm
+                data = self.data.model_copy(update={"unique_tokens": cap})
+                out += [(named, RunConfig(objective=arm.objective, options=arm.options, seed=seed,
+                                          model=self.model, data=data, train=self.train,
+                                          budget=self.budget))
+                        for seed in self.seeds]
         return out
 
 
@@ -171,7 +184,8 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
 
     runs = shard_of(study.run_configs(), shard)  # a bad --shard or --out fails before any work
     out = output_folder(out or Path("runs") / study.name)
-    data = prepare_data(study.data, study.train.batch_size)
+    # the whole split, checked to hold a batch; each run caps its own copy (data_caps)
+    data = prepare_data(study.data.model_copy(update={"unique_tokens": None}), study.train.batch_size)
     resolved = study.model_dump(mode="json")  # a valid study file: `study run` accepts it again
     resolved["budget"] = {study.budget.axis: getattr(study.budget, study.budget.axis)}
     if _is_main():
@@ -221,7 +235,7 @@ def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tupl
     t0 = time.perf_counter()
     _write_status(status_path, arm, cfg, chash, "running", None, 0.0)
     try:
-        Trainer(cfg, run_dir, data=data).run()
+        Trainer(cfg, run_dir, data=data.capped(cfg.data.unique_tokens, cfg.train.batch_size)).run()
         if _is_main():  # under torchrun every rank trains; rank 0 alone probes and writes
             rows, items = evaluate_run(study, arm, cfg, run_dir)
             _write_jsonl(run_dir / "results.jsonl", rows)
@@ -247,6 +261,7 @@ def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path) -> tuple
             "options": json.dumps(cfg.options, sort_keys=True), "seed": cfg.seed,
             "budget_axis": cfg.budget.axis}
     metrics = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    at_step = {m["step"]: m for m in metrics}
     evals = [m for m in metrics if "val_loss" in m]
     last_step = evals[-1]["step"]
     rows, items = [], []
@@ -258,21 +273,23 @@ def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path) -> tuple
     total = cfg.train.eval_points
     for frac in study.probe_at:
         point = kept[round(frac * total) - 1]
-        counters = ckpt.load_state(point)["counters"]
+        step = ckpt.load_state(point)["counters"]["step"]
         model = TrainedModel(run_dir, point)
         t_rows, t_items = evaluate(model, list(study.tasks), study.tasks, seed=cfg.seed)
-        where = _position(counters, cfg)
-        final = counters["step"] == last_step
+        where = _position(at_step[step], cfg)
+        final = step == last_step
         rows += [{**base, **where, **r, "final": final} for r in t_rows]
         items += [{"arm": arm.name, "seed": cfg.seed, "budget_value": where["budget_value"], **it}
                   for it in t_items]
     return rows, items
 
 
-def _position(counters: dict, cfg: RunConfig) -> dict:
-    axis_value = counters["step"] if cfg.budget.axis == "steps" else counters[cfg.budget.axis]
-    return {"budget_value": float(axis_value), "step": counters["step"], "tokens": counters["tokens"],
-            "targets": counters["targets"], "flops": counters["flops"]}
+def _position(logged: dict, cfg: RunConfig) -> dict:
+    """Where a result was measured, from the metrics line of its step: the budget consumed on
+    every axis, passes over the training data and the unique tokens they held."""
+    axis_value = logged["step"] if cfg.budget.axis == "steps" else logged[cfg.budget.axis]
+    return {"budget_value": float(axis_value),
+            **{k: logged.get(k) for k in ("step", "tokens", "targets", "flops", "epoch", "unique_tokens")}}
 
 
 def _fail(path: Path, arm: Arm, cfg: RunConfig, chash: str, exc: BaseException, seconds: float) -> str:

@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
-from objbench.harness.blocks import batch_rows
+from objbench.harness.blocks import SeenBlocks, batch_rows
 from objbench.harness.config import ModelConfig, RunConfig, validate
 from objbench.harness.data import PreparedData, prepare_data
 from objbench.harness.errors import (
@@ -290,6 +290,7 @@ class Trainer:
             self._log(metrics_path, {**asdict(self.counters), "val_loss": self.validation_loss()})
         axis, budget = self.cfg.budget.axis, self.cfg.budget.value
         targets = self.eval_targets()
+        seen = SeenBlocks(len(self.data.train), self.cfg.train.batch_size, self.cfg.seed, self.counters.step)
         bar = tqdm(total=budget, initial=self.counters.on(axis), disable=not self.progress,
                    desc=f"{self.cfg.objective} seed {self.cfg.seed}", unit=f" {axis}",
                    unit_scale=True, leave=False)
@@ -297,7 +298,9 @@ class Trainer:
         final = self.out
         while self.counters.on(axis) < budget:
             before = self.counters.on(axis)
+            seen.add(self.counters.step)
             row = self.train_step()
+            row.update(self._data_use(seen))
             now = time.perf_counter()
             row["tokens_per_s"] = self.cfg.train.batch_size * self.data.train.shape[1] / (now - last)
             last = now
@@ -315,6 +318,12 @@ class Trainer:
                 cb(self)
         bar.close()
         return final
+
+    def _data_use(self, seen: SeenBlocks) -> dict[str, float]:
+        """Passes over the training split so far, and the unique tokens they held."""
+        block_tokens = self.data.train.shape[1]
+        return {"epoch": self.counters.tokens / (len(self.data.train) * block_tokens),
+                "unique_tokens": seen.count * block_tokens}
 
     def _log(self, path: Path, row: dict) -> None:
         if self.rank == 0:

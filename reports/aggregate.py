@@ -13,7 +13,8 @@ SUMMARY_COLUMNS = [
     "ci_low", "ci_high", "boot_low", "boot_high", "n",
 ]
 NOISE_COLUMNS = [*KEY, "noise_sd", "dof", "n_arms"]
-BUDGET_COLUMNS = ["arm", "runs", "steps", "tokens", "targets", "flops", "final_budget", "of_budget"]
+BUDGET_COLUMNS = ["arm", "runs", "steps", "tokens", "targets", "flops", "epoch", "unique_tokens",
+                  "final_budget", "of_budget"]
 
 
 def final_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -74,6 +75,7 @@ def budget_used(data: StudyData) -> pd.DataFrame:
             "arm": arm,
             "runs": len(runs),
             **{axis: _mean_of(last, column) for axis, column in AXIS_COLUMN.items()},
+            **{column: _mean_of(last, column) for column in ("epoch", "unique_tokens")},
             "final_budget": reached,
             "of_budget": reached / data.budget_value,
         })

@@ -188,10 +188,15 @@ def _budget_rows(budget: pd.DataFrame, arms: list[str]) -> list[dict]:
 
     def cell(arm: str, axis: str) -> str:
         value = by_arm.loc[arm, axis] if arm in by_arm.index else np.nan
-        return "n/a" if np.isnan(value) else f"{value:.3g}" if axis == "flops" else f"{value:,.0f}"
+        if np.isnan(value):
+            return "n/a"
+        return f"{value:.3g}" if axis in ("flops", "epoch") else f"{value:,.0f}"
 
-    return [{"result": f"budget used: {axis}", "baselines": "", **{arm: cell(arm, axis) for arm in arms}}
-            for axis in ("steps", "tokens", "targets", "flops")]
+    names = {"epoch": "epochs over the training data", "unique_tokens": "unique tokens seen"}
+    logged = [axis for axis in ("steps", "tokens", "targets", "flops", "epoch", "unique_tokens")
+              if by_arm[axis].notna().any()]  # runs from before data use was logged lack the last two
+    return [{"result": f"budget used: {names.get(axis, axis)}", "baselines": "",
+             **{arm: cell(arm, axis) for arm in arms}} for axis in logged]
 
 
 def _runs_not_used(data: StudyData) -> list[Block]:

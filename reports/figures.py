@@ -70,6 +70,7 @@ def make_figures(data: StudyData, final: pd.DataFrame, final_summary: pd.DataFra
          lambda: _primary_vs_budget(data, primary, palette)),
         ("probe_layers", "Probes per layer", lambda: _probe_layers(final, final_summary, palette)),
         ("learning_curves", "Validation loss", lambda: _learning_curves(data, palette)),
+        ("data_use", "Repeated data", lambda: _data_use(data, primary, palette)),
         ("phenomena", "Minimal-pair accuracy by phenomenon", lambda: _phenomena(final_summary)),
     ]
     saved, skipped = [], []
@@ -266,6 +267,39 @@ def _learning_curves(data: StudyData, palette: dict) -> Drawn | str:
         f"Validation loss against {data.budget_axis}, one panel per objective: losses of"
         " different objectives predict different targets and are not comparable. Line: mean"
         " over seeds; band: ±1 standard deviation."), series)
+
+
+def _data_use(data: StudyData, primary: pd.DataFrame, palette: dict) -> Drawn | str:
+    """Per objective, validation loss and each primary result against epochs over the training
+    data, one line per arm: under a data_caps sweep, one line per cap."""
+    curves = data.metrics.merge(data.runs.loc[data.runs["state"] == "done", ["arm", "seed"]])
+    if not data.config.get("data_caps") or "epoch" not in curves:
+        return "the study sweeps no data caps (data_caps)"
+    curves = _with_labels(curves.dropna(subset=["val_loss", "epoch"]))
+    probes = _with_labels(data.done_results.merge(primary, on=list(primary.columns)).dropna(subset=["epoch"]))
+    objectives = sorted(curves["objective"].astype(str).unique())
+    keys = primary.to_dict("records")
+    figure, axes = _panels(len(objectives) * (1 + len(keys)))
+    series: list[dict] = []
+    for i, objective in enumerate(objectives):
+        panels = axes[i * (1 + len(keys)):(i + 1) * (1 + len(keys))]
+        part = curves[curves["objective"] == objective]
+        sns.lineplot(data=part, x="epoch", y="val_loss", hue="arm", hue_order=_present(palette, part),
+                     palette=palette, errorbar="sd", ax=panels[0])
+        _result_series(f"{objective}: val_loss", part.assign(task="val_loss", metric="loss"), series)
+        panels[0].set_title(_title(f"{objective}: validation loss"), fontsize="small")
+        for ax, key in zip(panels[1:], keys):
+            rows = _key_rows(probes[probes["objective"] == objective], key)
+            if not rows.empty:
+                sns.lineplot(data=rows, x="epoch", y="value", hue="arm", hue_order=_present(palette, rows),
+                             palette=palette, errorbar=("ci", 95), marker="o", ax=ax)
+                _result_series(f"{objective}: {describe(key)}", rows, series)
+            ax.set_title(_title(f"{objective}: {describe(key)}"), fontsize="small")
+            ax.set_ylabel(_label(key["metric"]))
+    _legend_outside(figure, axes)
+    return Drawn(figure, "Under a cap on unique training data, each objective's validation loss and"
+                 " primary results against the passes it made over that data (one line per arm and"
+                 " cap; band: ±1 sd for the loss, 95% interval of the mean for the results).", series)
 
 
 def _phenomena(summary: pd.DataFrame) -> Drawn | str:

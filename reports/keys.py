@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from objbench.reports.load import KEY, NO_LAYER, StudyData
+from objbench.reports.load import KEY, NO_LAYER, StudyData, arm_names
 from objbench.tasks.base import BASELINE_MARK, DIAGNOSTIC_METRICS
 
 
@@ -80,6 +80,5 @@ def describe(key: pd.Series | dict) -> str:
 
 def arm_order(data: StudyData, present: set[str]) -> list[str]:
     """The reference, then the other arms in the order the study file lists them."""
-    listed = [a["name"] if isinstance(a, dict) else str(a) for a in data.config.get("arms") or []]
-    order = [data.reference, *listed, *sorted(present)]
+    order = [data.reference, *arm_names(data.config), *sorted(present)]
     return [a for a in dict.fromkeys(order) if a in present]

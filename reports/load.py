@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from objbench.harness.config import BUDGET_AXES
+from objbench.harness.config import BUDGET_AXES, study_arms
 from objbench.harness.errors import ConfigError, DataError
 
 # metrics.jsonl column that measures each budget axis
@@ -29,7 +29,8 @@ KEY = ["task", "metric", "split", "layer", "pooling", "group"]
 NO_LAYER = -1
 RESULT_COLUMNS = [
     "study", "arm", "objective", "options", "seed", "budget_axis", "budget_value", "step",
-    "tokens", "targets", "flops", *KEY, "value", "n", "higher_is_better", "final",
+    "tokens", "targets", "flops", "epoch", "unique_tokens", *KEY, "value", "n", "higher_is_better",
+    "final",
 ]
 ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "pooling", "item", "value"]
 RUN_COLUMNS = [
@@ -148,7 +149,16 @@ def _study_fields(config: dict) -> tuple[str, str, str, float]:
         if key not in config:
             raise ConfigError(f"study.yaml: key '{key}' is missing")
     axis, value = _budget(config["budget"])
-    return str(config["name"]), str(config["reference"]), axis, value
+    reference = study_arms([str(config["reference"])], config.get("data_caps") or [])[0]
+    return str(config["name"]), reference, axis, value
+
+
+def arm_names(config: dict) -> list[str]:
+    """The arms the study file asks for, as its runs are named (each at each data cap)."""
+    arms = config.get("arms")
+    names = list(arms) if isinstance(arms, dict) else [
+        a.get("name") if isinstance(a, dict) else a for a in arms or []]
+    return study_arms([str(n) for n in names if n is not None], config.get("data_caps") or [])
 
 
 def _budget(budget: object) -> tuple[str, float]:
@@ -276,10 +286,7 @@ def _items_frame(rows: list[dict]) -> pd.DataFrame:
 
 def _check_expected_runs(config: dict, runs: pd.DataFrame, problems: list[str]) -> None:
     """Compare the run folders with the arms x seeds the study asked for, when it says so."""
-    arms = config.get("arms")
-    names = list(arms) if isinstance(arms, dict) else [
-        a["name"] for a in arms or [] if isinstance(a, dict) and "name" in a
-    ]
+    names = arm_names(config)
     seeds = config.get("seeds")  # only an explicit list; a count would leave the first seed a guess
     if not names or not isinstance(seeds, list):
         return
