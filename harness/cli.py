@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from objbench.harness import progress
 from objbench.harness.errors import Interrupted, ObjbenchError
 
 
@@ -62,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="objbench", description=__doc__)
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error or Ctrl-C instead of one line")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only results and errors: no progress bars or progress lines")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("objectives", help="list registered objectives")
     sub.add_parser("tasks", help="list registered probe tasks")
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     where it stopped and exits 130; ``--debug`` shows their tracebacks instead. Anything else
     is a bug and keeps its traceback."""
     args = parser().parse_args(argv)
+    progress.configure(quiet=args.quiet)
     try:
         _init_distributed()
         if args.command in ("objectives", "tasks"):
