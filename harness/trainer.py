@@ -337,7 +337,8 @@ class Trainer:
         folder = self.out / "checkpoints" / f"step-{self.counters.step:07d}"
         if self.rank == 0:
             state = {"counters": asdict(self.counters), "next_eval": next_eval, "eval_point": keep,
-                     "config": self.cfg.to_dict(), "tokenizer_hash": self.data.tokenizer_hash}
+                     "config": self.cfg.to_dict(), "tokenizer_hash": self.data.tokenizer_hash,
+                     "corpus_hash": self.data.corpus_hash}
             ckpt.save(folder, self.model, self.optimizer, state)
             for old in ckpt.checkpoints(self.out)[:-1]:
                 if not _kept(old):
