@@ -143,7 +143,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig, out: Path, data: PreparedData | None = None,
                  callbacks: list[Callable[["Trainer"], None]] = (), progress: bool = True,
                  sinks: Sequence[MetricSink] = ()) -> None:
-        """``sinks`` receive every metrics row besides those ``train.log_to`` names (rank 0)."""
+        """``sinks``: objects with ``log(row)`` and ``close()`` that get every metrics row (on
+        rank 0), beside the trackers ``train.log_to`` names."""
         self.cfg = checked(cfg)
         self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
