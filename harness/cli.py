@@ -63,7 +63,7 @@ def _export(args: argparse.Namespace) -> None:
     from objbench.harness.export import export_run
 
     out = export_run(Path(args.run_dir), Path(args.out), args.checkpoint)
-    print(f"exported {args.run_dir} to {out} (load with trust_remote_code=True; see {out / 'README.md'})")
+    print(f"exported {args.run_dir} to {out}: load it with trust_remote_code=True ({out / 'README.md'})")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -33,7 +33,8 @@ def sum_of(scores):
 def exported(tiny_run, tmp_path_factory):
     def make(objective: str) -> tuple[TrainedModel, Path]:
         run = tiny_run(objective)
-        return TrainedModel(run, device="cpu"), export_run(run, tmp_path_factory.mktemp(objective) / "hf")
+        folder = export_run(run, tmp_path_factory.mktemp(objective) / "hf")
+        return TrainedModel(run, device="cpu"), folder
     return make
 
 

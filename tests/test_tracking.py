@@ -30,6 +30,11 @@ def metrics_of(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def board_of(folder: Path) -> EventMultiplexer:
+    """What `tensorboard --logdir folder` shows: one run per folder holding event files."""
+    return EventMultiplexer().AddRunsFromDirectory(str(folder)).Reload()
+
+
 def curves(accumulator) -> dict[str, dict[int, float]]:
     """tag -> {step: value} of one TensorBoard run (the last value a step was given)."""
     return {tag: {e.step: e.value for e in accumulator.Scalars(tag)}
@@ -54,7 +59,7 @@ def test_study_curves_overlay_one_tensorboard_run_per_arm_and_seed(tmp_path):
     out = tmp_path / "out"
     assert run_study(load_study(tmp_path / "tb.yaml"), out)
 
-    board = EventMultiplexer().AddRunsFromDirectory(str(out / "runs")).Reload()
+    board = board_of(out / "runs")
     assert set(board.Runs()) == {"mlm/seed0/tensorboard", "clm/seed0/tensorboard"}
     for run in board.Runs():
         got = curves(board.GetAccumulator(run))
@@ -88,7 +93,7 @@ def test_resumed_run_shows_each_step_once(tmp_path, monkeypatch):
         Trainer(cfg, tmp_path, progress=False).run()
     monkeypatch.undo()
     Trainer(cfg, tmp_path, progress=False).run()  # resumes from step 2 and redoes step 3
-    accumulator = EventMultiplexer().AddRunsFromDirectory(str(tmp_path)).Reload().GetAccumulator("tensorboard")
+    accumulator = board_of(tmp_path).GetAccumulator("tensorboard")
     assert [e.step for e in accumulator.Scalars("train/loss")] == [1, 2, 3, 4]
     got, want = curves(accumulator), expected_curves(metrics_of(tmp_path))
     assert got.keys() == want.keys()
@@ -161,5 +166,5 @@ def test_log_to_is_checked_before_data_and_is_no_part_of_identity(tmp_path, monk
     Trainer(logged, tmp_path, progress=False).run()  # the same run resumes, now logging
     assert [m["step"] for m in metrics_of(tmp_path)] == [0, 1, 2, 3, 4]
     assert "log_to" not in (tmp_path / "config.yaml").read_text()
-    accumulator = EventMultiplexer().AddRunsFromDirectory(str(tmp_path)).Reload().GetAccumulator("tensorboard")
+    accumulator = board_of(tmp_path).GetAccumulator("tensorboard")
     assert [e.step for e in accumulator.Scalars("train/loss")] == [3, 4]

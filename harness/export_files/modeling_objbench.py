@@ -117,7 +117,8 @@ class ObjbenchModel(ObjbenchPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             first = attention_mask.int().argmax(1, keepdim=True)
-            position_ids = (torch.arange(input_ids.shape[1], device=input_ids.device) - first).clamp(min=0)
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            position_ids = (positions - first).clamp(min=0)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.drop(self.tok(input_ids) + self.pos(position_ids) + self.seg(token_type_ids))
