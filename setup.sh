@@ -15,5 +15,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
   .venv/bin/python -m pip install --quiet torch==2.13.0
 fi
-.venv/bin/python -m pip install --quiet -e ".[test,bench]"
+# export: minicons and lm-eval for exported models; tensorboard: the tracker. Neither pins torch.
+.venv/bin/python -m pip install --quiet -e ".[test,bench,export,tensorboard]"
 .venv/bin/python -c "import torch, objbench; print(f'objbench {objbench.__version__} ready; torch {torch.__version__}, CUDA: {torch.cuda.is_available()}')"

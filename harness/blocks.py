@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 from objbench.harness.integrity import cached_entry
+from objbench.harness.progress import progress_bar
 from objbench.harness.sources import cache_dir
 from tokenizers import Tokenizer
-from tqdm.auto import tqdm
 
 
 def pack(ds: Dataset, tok: Tokenizer, block_size: int, sep_id: int, desc: str = "") -> np.ndarray:
     """Tokenize every document in batches and pack into ``(N, block_size)`` uint16 rows."""
     pieces: list[np.ndarray] = []
     sep = np.array([sep_id], dtype=np.uint16)
-    with tqdm(total=len(ds), desc=f"tokenizing {desc}", unit="doc", leave=False) as bar:
+    with progress_bar(total=len(ds), desc=f"tokenizing {desc}", unit="doc", leave=False) as bar:
         for batch in ds.iter(batch_size=1000):
             for enc in tok.encode_batch(batch["text"], add_special_tokens=False):
                 pieces.append(np.asarray(enc.ids, dtype=np.uint16))

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from objbench.harness import progress
 from objbench.harness.errors import Interrupted, ObjbenchError
 
 
@@ -58,10 +59,19 @@ def _report(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from objbench.harness.export import export_run
+
+    out = export_run(Path(args.run_dir), Path(args.out), args.checkpoint)
+    print(f"exported {args.run_dir} to {out}: load it with trust_remote_code=True ({out / 'README.md'})")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="objbench", description=__doc__)
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error or Ctrl-C instead of one line")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only results and errors: no progress bars or progress lines")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("objectives", help="list registered objectives")
     sub.add_parser("tasks", help="list registered probe tasks")
@@ -88,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("study_dir")
     r.add_argument("--reference", metavar="DIR", help="also write a copy to keep under version control "
                    "there: report.md without figures, summary/comparisons/verdict CSVs")
+
+    e = sub.add_parser("export", help="write a run as a folder transformers loads (trust_remote_code)")
+    e.add_argument("run_dir")
+    e.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export)")
+    e.add_argument("--checkpoint", type=int, metavar="STEP", help="the checkpoint at this step "
+                   "(default: the newest)")
     return p
 
 
@@ -96,12 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     where it stopped and exits 130; ``--debug`` shows their tracebacks instead. Anything else
     is a bug and keeps its traceback."""
     args = parser().parse_args(argv)
+    progress.configure(quiet=args.quiet)
     try:
         _init_distributed()
         if args.command in ("objectives", "tasks"):
             _list(args.command.upper())
         else:
-            {"train": _train, "probe": _probe, "study": _study, "report": _report}[args.command](args)
+            {"train": _train, "probe": _probe, "study": _study, "report": _report,
+             "export": _export}[args.command](args)
     except ObjbenchError as exc:
         if args.debug:
             raise

@@ -115,6 +115,10 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the encoder")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
+    # Where metrics go never changes results, so it is no part of a run's identity: left out of
+    # the resolved config (config.yaml, the run hash, the checkpoint's config a resume compares).
+    log_to: list[str] = Field(default_factory=list, exclude=True, description="metric sinks "
+                              "besides metrics.jsonl, by registered tracker name (tensorboard)")
 
     @model_validator(mode="after")
     def _accum_divides(self) -> "TrainConfig":

@@ -36,6 +36,11 @@ class PluginError(ObjbenchError):
     """A registered objective or task is unknown or broken."""
 
 
+class ExportError(ObjbenchError):
+    """A run cannot be exported as asked (its reading has no transformers equivalent, the
+    output folder holds something else)."""
+
+
 class TrainingDiverged(ObjbenchError):
     """The loss became NaN or infinite."""
 

@@ -19,13 +19,13 @@ from typing import TypeVar
 import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
-from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.config import RunConfig, load_yaml, validate
 from objbench.harness.errors import CheckpointError, DamagedCheckpoint, EmptyInputError
 from objbench.harness.integrity import file_digest
 from objbench.harness.model import Encoder
+from objbench.harness.progress import progress_bar
 from objbench.harness.tokenizer import vocab_of
 from objbench.harness.trainer import build_objective, pick_device
 from objbench.objectives.base import IGNORE, Objective, attention_matrix, collate, special_tokens
@@ -173,7 +173,7 @@ class TrainedModel:
         """Pooled features ``(N, n_layers + 1, d_model)``: index 0 is the embedding layer."""
         out = np.zeros((len(texts), self.cfg.model.n_layers + 1, self.cfg.model.d_model), np.float32)
         order = np.argsort([len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts])
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc or "features", leave=False):
+        for start in progress_bar(range(0, len(texts), batch_size), desc=desc or "features", leave=False):
             idx = order[start:start + batch_size]
             x = self.inputs([texts[i] for i in idx])
             layers = self._layers(x)
@@ -185,7 +185,7 @@ class TrainedModel:
     def word_features(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[WordFeatures]:
         """Each pre-split sentence's words read at their first sub-token, cut to `max_tokens`."""
         out: list[WordFeatures] = []
-        for start in tqdm(range(0, len(sentences), batch_size), desc="word features", leave=False):
+        for start in progress_bar(range(0, len(sentences), batch_size), desc="word features", leave=False):
             chunk = sentences[start:start + batch_size]
             rows, read = [], []
             for words in chunk:
@@ -240,7 +240,7 @@ class TrainedModel:
             np.add.at(counts, owner[row_of].numpy(), 1)
             pending, n_rows = [], 0
 
-        for i, s in enumerate(tqdm(sentences, desc=desc, leave=False)):
+        for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
             ids = self.ids(s)
             if not ids:
                 raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")

@@ -14,13 +14,12 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import SeenBlocks, batch_rows
@@ -37,8 +36,10 @@ from objbench.harness.errors import (
 from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder, query_rows
+from objbench.harness.progress import progress_bar
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
+from objbench.harness.tracking import MetricSink, check_trackers, open_trackers
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
@@ -78,6 +79,7 @@ def checked(cfg: RunConfig) -> RunConfig:
     """``resolve(cfg)`` once its objective builds and the rows it makes from a block fit in
     ``model.max_len``: everything a run config can get wrong, found before any data is read."""
     cfg = resolve(cfg)
+    check_trackers(cfg.train.log_to)
     objective = build_objective(cfg, config_vocab(cfg.data))
     block, max_len = cfg.data.block_size, cfg.model.max_len
     need = objective.positions_needed(block)
@@ -139,7 +141,10 @@ class Trainer:
     """Trains one run into ``out``; ``run()`` resumes from the last checkpoint if there is one."""
 
     def __init__(self, cfg: RunConfig, out: Path, data: PreparedData | None = None,
-                 callbacks: list[Callable[["Trainer"], None]] = (), progress: bool = True) -> None:
+                 callbacks: list[Callable[["Trainer"], None]] = (), progress: bool = True,
+                 sinks: Sequence[MetricSink] = ()) -> None:
+        """``sinks``: objects with ``log(row)`` and ``close()`` that get every metrics row (on
+        rank 0), beside the trackers ``train.log_to`` names."""
         self.cfg = checked(cfg)
         self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
@@ -155,6 +160,8 @@ class Trainer:
         self.counters = Counters()
         self.callbacks = list(callbacks)
         self.progress = progress and self.rank == 0
+        self.sinks = [*sinks, *open_trackers(self.cfg.train.log_to, self.out, self.cfg)] \
+            if self.rank == 0 else []
         # auto: bf16 on CUDA only (on CPUs without bf16 instructions it is ~4x slower)
         precision = self.cfg.train.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
@@ -278,6 +285,9 @@ class Trainer:
             found = ckpt.checkpoints(self.out)
             raise Interrupted(f"at step {self.counters.step} of {self.out} (last checkpoint: "
                               f"{found[-1].name if found else 'none yet'})") from None
+        finally:
+            for sink in self.sinks:
+                sink.close()
 
     def _run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -291,9 +301,9 @@ class Trainer:
         axis, budget = self.cfg.budget.axis, self.cfg.budget.value
         targets = self.eval_targets()
         seen = SeenBlocks(len(self.data.train), self.cfg.train.batch_size, self.cfg.seed, self.counters.step)
-        bar = tqdm(total=budget, initial=self.counters.on(axis), disable=not self.progress,
-                   desc=f"{self.cfg.objective} seed {self.cfg.seed}", unit=f" {axis}",
-                   unit_scale=True, leave=False)
+        bar = progress_bar(total=budget, initial=self.counters.on(axis), disable=not self.progress,
+                           desc=f"{self.cfg.objective} seed {self.cfg.seed}", unit=f" {axis}",
+                           unit_scale=True, leave=False, summary=True)
         last = time.perf_counter()
         final = self.out
         while self.counters.on(axis) < budget:
@@ -329,13 +339,16 @@ class Trainer:
         if self.rank == 0:
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+            for sink in self.sinks:
+                sink.log(row)
 
     def _checkpoint(self, next_eval: int, keep: bool) -> Path:
         """Save (rank 0); checkpoints at evaluation points are kept, periodic ones replaced."""
         folder = self.out / "checkpoints" / f"step-{self.counters.step:07d}"
         if self.rank == 0:
             state = {"counters": asdict(self.counters), "next_eval": next_eval, "eval_point": keep,
-                     "config": self.cfg.to_dict(), "tokenizer_hash": self.data.tokenizer_hash}
+                     "config": self.cfg.to_dict(), "tokenizer_hash": self.data.tokenizer_hash,
+                     "corpus_hash": self.data.corpus_hash}
             ckpt.save(folder, self.model, self.optimizer, state)
             for old in ckpt.checkpoints(self.out)[:-1]:
                 if not _kept(old):

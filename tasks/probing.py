@@ -22,8 +22,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
+from objbench.harness.progress import progress_bar
 from objbench.harness.reading import Text, TrainedModel
 from objbench.tasks.base import TaskResult
 
@@ -192,7 +192,7 @@ def pooled_features(model: TrainedModel, texts: Sequence[Text], mean: bool = Tru
     out = {p: np.zeros((len(texts), cfg.n_layers + 1, cfg.d_model), np.float32) for p in names}
     order = np.argsort([len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts])
     dev = model.device
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False):
+    for start in progress_bar(range(0, len(texts), batch_size), desc=desc, leave=False):
         idx = order[start:start + batch_size]
         x = model.inputs([texts[i] for i in idx])
         layers = model.model(x.input_ids.to(dev), x.attn.to(dev), None, x.segment_ids.to(dev), all_layers=True)

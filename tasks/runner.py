@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from objbench.harness.config import validate
 from objbench.harness.errors import ConfigError, PluginError
+from objbench.harness.progress import progress_bar
 from objbench.harness.reading import TrainedModel
 from objbench.harness.registry import TASKS
 from objbench.tasks.base import ITEM_KEYS, ROW_KEYS, Task
@@ -54,7 +54,7 @@ def evaluate(model: TrainedModel, task_names: list[str], task_options: dict[str,
 def _run(model: TrainedModel, tasks: list[Task], seed: int) -> tuple[list[dict], list[dict]]:
     rows: list[dict] = []
     items: list[dict] = []
-    bar = tqdm(tasks, desc="tasks", leave=False)
+    bar = progress_bar(tasks, desc="tasks", leave=False)
     for task in bar:
         bar.set_postfix_str(task.name)
         start = time.perf_counter()
