@@ -36,6 +36,10 @@ class PluginError(ObjbenchError):
     """A registered objective or task is unknown or broken."""
 
 
+class ScoringNotApplicable(ObjbenchError):
+    """The objective has no sentence score (e.g. ELECTRA's discriminator has no likelihood)."""
+
+
 class TrainingDiverged(ObjbenchError):
     """The loss became NaN or infinite."""
 

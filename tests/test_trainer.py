@@ -13,6 +13,7 @@ from objbench.harness.checkpoint import checkpoints
 from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.errors import ConfigError, PluginError, TrainingDiverged
 from objbench.harness.trainer import Trainer
+from objbench.objectives import base as objective_base
 from tests.conftest import TINY
 
 
@@ -81,15 +82,15 @@ def test_counters_and_token_budget(tmp_path):
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    real = trainer_mod.loss_sum
+    real = objective_base.token_loss
     calls = {"n": 0}
 
     def poisoned(model, batch):
         calls["n"] += 1
-        s, n = real(model, batch)
-        return (s * float("nan") if calls["n"] > 3 + 1 else s), n  # +1: the step-0 validation
+        s = real(model, batch)
+        return s * float("nan") if calls["n"] > 3 + 1 else s  # +1: the step-0 validation
 
-    monkeypatch.setattr(trainer_mod, "loss_sum", poisoned)
+    monkeypatch.setattr(objective_base, "token_loss", poisoned)
     cfg = config("clm", "budget.steps=6", "train.checkpoint_every=1", "data.val_blocks=8")
     with pytest.raises(TrainingDiverged, match="step"):
         Trainer(cfg, tmp_path, progress=False).run()
