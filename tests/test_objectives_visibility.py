@@ -5,10 +5,29 @@ from __future__ import annotations
 import torch
 
 from objbench.objectives.base import IGNORE
-from tests.helpers import make_objective, random_blocks
-from tests.test_objectives_contract import measured_visibility
+from tests.helpers import VOCAB_SIZE, all_specials, make_objective, random_blocks, tiny_encoder
 
 T = 12
+
+
+def logits_of(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model.logits(model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids))
+
+
+def measured_visibility(obj, blocks: torch.Tensor, seed: int) -> tuple[torch.Tensor, object]:
+    """Bool (B, T', T): does the output at position i (any position, not only targets) change
+    when clean token j changes?"""
+    model = tiny_encoder()
+    base = obj.make_batch(blocks, torch.Generator().manual_seed(seed))
+    ref = logits_of(model, base)
+    vis = torch.zeros(*base.input_ids.shape, blocks.shape[1], dtype=torch.bool)
+    n_special = len(all_specials())
+    for j in range(blocks.shape[1]):
+        pert = blocks.clone()
+        pert[:, j] = (blocks[:, j] - n_special + 1) % (VOCAB_SIZE - n_special) + n_special
+        vis[:, :, j] = (logits_of(model, obj.make_batch(pert, torch.Generator().manual_seed(seed))) - ref).abs().amax(-1) > 1e-10
+    return vis, base
 
 
 def visible_sets(name: str, seed: int = 0, **options):
