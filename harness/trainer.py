@@ -156,8 +156,11 @@ class Trainer:
         encoder = torch.compile(self.model) if self.cfg.train.compile else self.model
         self.forward_model: torch.nn.Module = ObjectiveLoss(self.objective, encoder, self.objective_modules)
         if self.world > 1:
+            # an objective's own loss may leave encoder parameters unused (ELECTRA: the LM head)
+            own_loss = type(self.objective).loss is not Objective.loss
             self.forward_model = torch.nn.parallel.DistributedDataParallel(
-                self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=own_loss)
 
     def parameters(self) -> list[nn.Parameter]:
         """What the optimizer trains: the encoder's parameters, then the objective's modules'."""

@@ -36,7 +36,7 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("objective", ["mlm", "masked-ar"])
+@pytest.mark.parametrize("objective", ["mlm", "masked-ar", "mntp", "mdlm", "electra"])
 def test_resume_after_interruption_is_bit_identical(tmp_path, objective):
     cfg = config(objective, "budget.steps=6", "train.checkpoint_every=1", "train.grad_accum=2")
     Trainer(cfg, tmp_path / "full", progress=False).run()
@@ -63,11 +63,27 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
     assert metrics(tmp_path / "a")[-1]["loss"] != metrics(tmp_path / "c")[-1]["loss"]
 
 
-@pytest.mark.parametrize("objective", ["mlm", "clm", "masked-ar"])
+@pytest.mark.parametrize("objective", ["mlm", "clm", "masked-ar", "mntp", "mdlm", "electra"])
 def test_validation_loss_falls(tmp_path, objective):
     Trainer(config(objective, "budget.steps=40", "train.lr=3e-3"), tmp_path, progress=False).run()
     vals = [m["val_loss"] for m in metrics(tmp_path) if "val_loss" in m]
-    assert vals[-1] < 0.9 * vals[0], vals  # from ~ln(1000) = 6.9 nats
+    assert vals[-1] < 0.9 * vals[0], vals  # from ~ln(1000) = 6.9 nats (electra: 6.9 + 50 ln 2)
+
+
+def test_an_objective_s_modules_are_trained_checkpointed_and_counted(tmp_path):
+    """ELECTRA's generator and binary head: optimized with the encoder, saved under objective.,
+    in the parameter count, and their losses logged every step."""
+    Trainer(config("electra", "budget.steps=4"), tmp_path, progress=False).run()
+    first, last = checkpoints(tmp_path)[0], checkpoints(tmp_path)[-1]
+    a, b = (load_file(str(c / "model.safetensors")) for c in (first, last))
+    own = [k for k in b if k.startswith("objective.")]
+    assert {k.split(".")[1] for k in own} == {"generator", "head"} and "tok.weight" in b
+    assert all(not torch.equal(a[k], b[k]) for k in own if k.endswith("weight") and "seg" not in k)
+    rows = metrics(tmp_path)
+    n_own = sum(b[k].numel() for k in own)
+    assert rows[0]["objective_params"] == n_own and rows[0]["params"] == sum(t.numel() for t in b.values())
+    assert all(0 < r["generator_loss"] and 0 < r["discriminator_loss"] for r in rows[1:])
+    assert all(r["targets"] > r["tokens"] for r in rows[1:])  # every text position, plus the masked ones
 
 
 def test_counters_and_token_budget(tmp_path):
