@@ -10,9 +10,11 @@ corpus, no internet):
 2. Leakage contract on the device: for every registered objective, perturb each clean token
    in turn (the objective's random draws held fixed) and record which outputs of every kind
    of target move (`objbench.objectives.contract.measured_visibility`), with the encoder and
-   the objective's modules on the device in fp32 (TF32 off); the measured dependence must
-   equal what the objective declares, and no target may see its own token (unless it
-   declares so).
+   the objective's modules on the device in fp32 (TF32 off); no output may depend on a token
+   the objective declares unseen, nor on its own token (unless it declares so). Whether every
+   declared dependence is measured is shown too, not required: it is a property of the
+   objective (checked exactly in fp64 by ``objbench check-objective``), and fp32 cannot
+   resolve the weakest ones (ELECTRA's binary head moves by ~1e-7 for some tokens).
 3. Throughput: tokens/s and MFU against a bf16 matmul peak measured in the same run, for
    mlm, clm and masked-ar at BERT-base size, bf16 autocast, TF32, fused AdamW; eager, or
    ``torch.compile`` with ``--compile`` (more warm-up steps: masked-ar's lengths vary, so the
@@ -131,11 +133,12 @@ def check_leakage(device: str) -> dict[str, Any]:
                     for a, p in zip(again, m.predictions))
         declared = obj.visibility(m.batch, T)
         as_declared = all(torch.equal(seen, declared[p.where]) for p, seen in zip(m.predictions, m.seen))
+        leak_free = all(not (seen & ~declared[p.where]).any() for p, seen in zip(m.predictions, m.seen))
         own = [seen[p.target_source >= 0, p.target_source[p.target_source >= 0]]
                for p, seen in zip(m.predictions, m.seen)]
         sees_self = any(bool(o.any()) for o in own)
-        ok = as_declared and noise < MOVED and (obj.sees_own_target or not sees_self)
-        out["objectives"][name] = {"as_declared": as_declared, "sees_own_target": sees_self,
+        ok = leak_free and noise < MOVED and (obj.sees_own_target or not sees_self)
+        out["objectives"][name] = {"leak_free": leak_free, "as_declared": as_declared, "sees_own_target": sees_self,
                                    "rerun_noise": noise, "ok": ok}
     out["ok"] = all(o["ok"] for o in out["objectives"].values())
     return out
@@ -191,10 +194,11 @@ def report(res: dict[str, Any]) -> str:
                   markdown(["objective", "fp32 first", "fp32 last", "bf16 last", "max rel diff",
                             "fp32 fell enough", "verdict"], rows)]
     if "leakage" in res:
-        rows = [[o, v["as_declared"], v["sees_own_target"], v["rerun_noise"], "ok" if v["ok"] else "FAIL"]
-                for o, v in res["leakage"]["objectives"].items()]
+        rows = [[o, v["leak_free"], v["as_declared"], v["sees_own_target"], v["rerun_noise"],
+                 "ok" if v["ok"] else "FAIL"] for o, v in res["leakage"]["objectives"].items()]
         lines += ["\n2. leakage contract with the encoder on the device (fp32, TF32 off)",
-                  markdown(["objective", "as declared", "a target sees itself", "rerun noise", "verdict"], rows)]
+                  markdown(["objective", "no leak", "as declared", "a target sees itself", "rerun noise", "verdict"],
+                           rows)]
     if "throughput" in res:
         t = res["throughput"]
         rows = [[n, a["tokens_per_s"], a["step_ms"], a["useful_flops_per_step"] / 1e12,

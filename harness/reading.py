@@ -28,7 +28,8 @@ from objbench.harness.integrity import file_digest
 from objbench.harness.model import Encoder
 from objbench.harness.tokenizer import vocab_of
 from objbench.harness.trainer import build_modules, build_objective, pick_device
-from objbench.objectives.base import IGNORE, Objective, Pooling, attention_matrix, collate, special_tokens
+from objbench.objectives.base import (IGNORE, Objective, ObjectiveBatch, Pooling, attention_matrix, collate,
+                                      special_tokens)
 
 Text = str | tuple[str, str]  # a sentence, or a pair read as [CLS] A [SEP] B [SEP]
 T = TypeVar("T")
@@ -228,6 +229,24 @@ class TrainedModel:
                               all_layers=True)
 
     # -- scores ---------------------------------------------------------------------------
+    def _add_scores(self, pending: list[tuple[int, ObjectiveBatch]], totals: np.ndarray) -> None:
+        """Add each sentence's weighted target log-probabilities to ``totals``, one forward pass
+        over the scoring rows of all ``(sentence index, rows)`` in ``pending``."""
+        if not pending:
+            return
+        batch = collate([r for _, r in pending], self.vocab["[PAD]"])
+        owner = torch.cat([torch.full((r.input_ids.shape[0],), i) for i, r in pending])
+        b = batch.to(self.device)
+        keep = b.targets != IGNORE  # pseudo-log-likelihood rows have one target each:
+        # the last block then computes one position per row (``at``)
+        hidden = self.model(b.input_ids, b.attn, b.position_ids, b.segment_ids, at=keep).float()
+        logp = torch.log_softmax(self.model.logits(hidden).float(), -1)
+        picked = logp.gather(1, b.targets[keep][:, None])[:, 0].double().cpu()
+        if batch.weights is not None:
+            picked = picked * batch.weights[keep.cpu()].double()
+        row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
+        np.add.at(totals, owner[row_of].numpy(), picked.numpy())
+
     @torch.no_grad()
     def score(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
         """Each sentence's score (fp32) by the objective's rule, and its token count.
@@ -243,35 +262,16 @@ class TrainedModel:
                                        f"zero-shot tasks record scoring_not_applicable for it")
         totals = np.zeros(len(sentences), np.float64)
         counts = np.zeros(len(sentences), np.int64)
-        pending, n_rows = [], 0
-
-        def flush() -> None:
-            nonlocal pending, n_rows
-            if not pending:
-                return
-            batch = collate([r for _, r in pending], self.vocab["[PAD]"])
-            owner = torch.cat([torch.full((r.input_ids.shape[0],), i) for i, r in pending])
-            b = batch.to(self.device)
-            keep = b.targets != IGNORE  # pseudo-log-likelihood rows have one target each:
-            # the last block then computes one position per row (``at``)
-            hidden = self.model(b.input_ids, b.attn, b.position_ids, b.segment_ids, at=keep).float()
-            logp = torch.log_softmax(self.model.logits(hidden).float(), -1)
-            picked = logp.gather(1, b.targets[keep][:, None])[:, 0].double().cpu()
-            if batch.weights is not None:
-                picked = picked * batch.weights[keep.cpu()].double()
-            row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
-            np.add.at(totals, owner[row_of].numpy(), picked.numpy())
-            pending, n_rows = [], 0
-
+        pending: list[tuple[int, ObjectiveBatch]] = []
         for i, s in enumerate(tqdm(sentences, desc=desc, leave=False)):
             ids = self.ids(s)
             if not ids:
                 raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
             rows = self.objective.score_rows(torch.tensor(ids))
             counts[i] = len(ids)
-            if n_rows + rows.input_ids.shape[0] > max_rows:
-                flush()
+            if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
+                self._add_scores(pending, totals)
+                pending = []
             pending.append((i, rows))
-            n_rows += rows.input_ids.shape[0]
-        flush()
+        self._add_scores(pending, totals)
         return totals, counts

@@ -237,9 +237,7 @@ class Trainer:
                 s, batch_logs = self.forward_model(batch)
                 (s * self.world / normaliser).backward()  # DDP averages over ranks; undo that
             total += float(s.detach())
-            for name, (value, count) in [*batch_logs.items(), *((k, (v, 1.0)) for k, v in batch.stats.items())]:
-                so_far = logs.get(name, (0.0, 0.0))
-                logs[name] = (so_far[0] + value, so_far[1] + count)
+            _accumulate(logs, {**batch_logs, **{k: (v, 1.0) for k, v in batch.stats.items()}})
         loss = self._global_sum([total])[0] / normaliser
         if not math.isfinite(loss):
             raise TrainingDiverged(
@@ -398,6 +396,13 @@ class Trainer:
                 shutil.move(str(folder), aside / folder.name)
             then = f"resuming from {resumed}" if resumed else "no intact checkpoint left: starting from step 0"
             warn(f"{'; '.join(str(exc) for _, exc in damaged)}; moved to {aside}; {then}")
+
+
+def _accumulate(totals: dict[str, tuple[float, float]], more: dict[str, tuple[float, float]]) -> None:
+    """Add ``name: (sum, count)`` pairs into ``totals``."""
+    for name, (value, count) in more.items():
+        so_far = totals.get(name, (0.0, 0.0))
+        totals[name] = (so_far[0] + value, so_far[1] + count)
 
 
 def _kept(folder: Path) -> bool:
