@@ -113,6 +113,25 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatc
     assert checkpoints(tmp_path), "the last good checkpoint is kept"
 
 
+def test_every_micro_batch_s_applied_rates_are_logged(tmp_path):
+    trainer = Trainer(config("mdlm", "train.grad_accum=4"), tmp_path, progress=False)
+    rates = [b.stats["mask_rate_applied"] for b in trainer.micro_batches(0)]
+    assert len(set(rates)) == 4  # each micro-batch draws its own rates
+    assert trainer.train_step()["mask_rate_applied"] == pytest.approx(sum(rates) / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("objective, options, message", [
+    ("electra", {"generator_width": 1.5}, r"generator_width: .*less than or equal to 1"),
+    ("electra", {"disc_weight": 0}, r"disc_weight: .*greater than 0"),
+    ("mdlm", {"eps": 1.0}, r"eps: .*less than 1"),
+    ("mdlm", {"score_samples": 0}, r"score_samples: .*greater than or equal to 1"),
+    ("mntp", {"p_mask": 0.5}, r"p_mask \+ p_random \+ p_keep must be 1"),
+])
+def test_new_objectives_validate_their_options(objective, options, message):
+    with pytest.raises(ConfigError, match=message):
+        trainer_mod.resolve(validate(RunConfig, {"objective": objective, "options": options}))
+
+
 def test_config_errors_name_the_key_and_what_is_allowed():
     with pytest.raises(ConfigError, match=r"trian: unknown key \(did you mean 'train'\?\)"):
         validate(RunConfig, {"trian": {}})
