@@ -28,7 +28,7 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +43,7 @@ from objbench.harness.flops import train_flops
 from objbench.harness.model import query_rows
 from objbench.harness.trainer import Trainer
 from objbench.objectives.base import IGNORE, Vocab, special_tokens, with_cls
+from objbench.objectives.electra import ElectraOptions, generator_config
 
 LR, BETAS, WEIGHT_DECAY, GRAD_CLIP = 2e-3, (0.9, 0.98), 0.01, 1.0  # objbench's TrainConfig defaults
 
@@ -79,6 +80,12 @@ class Contender:
     what: str  # objective or model class
     dropout: float
     step: Callable[[], tuple[float, float]]  # runs one step; returns (useful, executed) FLOPs
+
+
+def generator_size(size: Size) -> Size:
+    """``size`` narrowed as `electra` narrows its generator (default width)."""
+    g = generator_config(size.model(), ElectraOptions().generator_width)
+    return replace(size, d_model=g.d_model, n_heads=g.n_heads, d_ff=g.d_ff)
 
 
 def random_data(size: Size, seed: int = 0) -> PreparedData:
@@ -193,6 +200,13 @@ def build_contenders(size: Size, threads: int, only: list[str] | None) -> list[C
         "hf-bert-default": lambda n: hf_contender(n, size, data, causal=False, defaults=True),
         "hf-bert": lambda n: hf_contender(n, size, data, causal=False, defaults=False),
         "ob-mlm": lambda n: objbench_contender(n, size, data, threads, "mlm"),
+        "ob-mntp": lambda n: objbench_contender(n, size, data, threads, "mntp"),
+        "ob-electra": lambda n: objbench_contender(n, size, data, threads, "electra"),
+        # electra's generator alone: an mlm of its size, masking what it masks (its share of the step)
+        "ob-electra-generator": lambda n: objbench_contender(
+            n, generator_size(size), data, threads, "mlm", {"p_mask": 1.0, "p_random": 0.0, "p_keep": 0.0}),
+        "ob-mlm-0.5": lambda n: objbench_contender(n, size, data, threads, "mlm", {"mask_rate": 0.5}),
+        "ob-mdlm": lambda n: objbench_contender(n, size, data, threads, "mdlm"),
         "ob-mar-0.15": lambda n: objbench_contender(n, size, data, threads, "masked-ar", {"r": 0.15}),
         "ob-mar-1.0": lambda n: objbench_contender(n, size, data, threads, "masked-ar", {"r": 1.0}),
         "ob-clm": lambda n: objbench_contender(n, size, data, threads, "clm"),
@@ -212,6 +226,10 @@ COMPARISONS = [
     ("ob-clm", "hf-gpt2", "speedup", ">= 1.2"),
     ("ob-clm", "hf-gpt2-default", "speedup", None),
     ("ob-mar-0.15", "ob-mlm", "time", "<= 1.5"),
+    ("ob-mntp", "ob-mlm", "time", "<= 1.1"),
+    ("ob-mdlm", "ob-mlm-0.5", "time", "<= 1.1"),  # the same expected targets: E[t] = (1 + eps) / 2
+    ("ob-electra", "ob-mlm", "time", None),
+    ("ob-electra-generator", "ob-electra", "time", None),
     ("ob-mar-1.0", "ob-clm", "time", None),
 ]
 MFU_TARGETS = {"ob-mlm": ">= 0.6"}

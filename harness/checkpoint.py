@@ -1,5 +1,9 @@
 """Checkpoints in safetensors (never pickle): weights, optimizer state and the run's counters.
 
+The weights file holds the encoder's tensors under their own names and the objective's own
+modules (ELECTRA's generator and head) under ``objective.``, so a checkpoint of an objective
+without modules is exactly an encoder's state dict.
+
 A checkpoint is a folder written under a temporary name and renamed when complete, so an
 interrupted save never leaves a half-checkpoint that looks valid. Its ``manifest.json``
 records the sha256 and size of every file in it, and every load checks the files it reads
@@ -25,15 +29,17 @@ from objbench.harness.integrity import Manifest, mismatches, record
 
 MANIFEST = "manifest.json"
 MODEL, OPTIMIZER, STATE = "model.safetensors", "optimizer.safetensors", "state.json"
+MODULES_PREFIX = "objective."  # weights of the objective's own modules
 
 
 def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         state: dict[str, Any]) -> Path:
+         state: dict[str, Any], modules: torch.nn.Module | None = None) -> Path:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-              str(tmp / MODEL))
+    weights = {**model.state_dict(), **{MODULES_PREFIX + k: v for k, v in
+                                        (modules.state_dict() if modules is not None else {}).items()}}
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / MODEL))
     opt = optimizer.state_dict()
     tensors = {f"{i}.{name}": t.contiguous().cpu() for i, s in opt["state"].items()
                for name, t in s.items()}
@@ -101,8 +107,10 @@ def check_config(folder: Path, state: dict[str, Any], config: dict[str, Any], to
 
 
 def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-            check: Callable[[dict[str, Any]], None] = lambda state: None) -> dict[str, Any]:
-    """Load a checkpoint into ``model`` (and ``optimizer``, to resume training); return its state.
+            check: Callable[[dict[str, Any]], None] = lambda state: None,
+            modules: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Load a checkpoint into ``model`` and the objective's ``modules`` (and ``optimizer``, to
+    resume training); return its state.
 
     Every file needed is verified and ``check(state)`` passes (e.g. the config matches) before
     anything is loaded, so a damaged or mismatched checkpoint leaves both untouched.
@@ -110,7 +118,7 @@ def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     verify(folder, (MODEL, STATE) if optimizer is None else (MODEL, OPTIMIZER, STATE))
     state = json.loads((folder / STATE).read_text())
     check(state)
-    _read_model(folder, model)
+    _read_model(folder, model, modules if modules is not None else torch.nn.ModuleDict())
     if optimizer is not None:
         per_param: dict[int, dict[str, torch.Tensor]] = {}
         for key, t in load_file(str(folder / OPTIMIZER)).items():
@@ -134,9 +142,12 @@ def for_reader(exc: DamagedCheckpoint, run_dir: Path, asked: bool) -> DamagedChe
         f"intact checkpoint (for a study run: delete {run_dir / 'status.json'} and rerun the study)")
 
 
-def _read_model(folder: Path, model: torch.nn.Module) -> None:
+def _read_model(folder: Path, model: torch.nn.Module, modules: torch.nn.Module) -> None:
+    weights = load_file(str(folder / MODEL))
+    own = {k[len(MODULES_PREFIX):]: v for k, v in weights.items() if k.startswith(MODULES_PREFIX)}
     try:
-        model.load_state_dict(load_file(str(folder / MODEL)))
+        model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(MODULES_PREFIX)})
+        modules.load_state_dict(own)
     except RuntimeError as exc:
         raise CheckpointError(f"{folder / MODEL} does not fit the configured model: {exc}") from None
 

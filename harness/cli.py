@@ -39,6 +39,25 @@ def _probe(args: argparse.Namespace) -> None:
     probe_run(Path(args.run_dir), args.task, options=args.set)
 
 
+def _check_objective(args: argparse.Namespace) -> None:
+    from objbench.harness.config import apply_overrides
+    from objbench.harness.errors import ConfigError
+    from objbench.objectives.contract import check_objective
+
+    stray = [s for s in args.set if not s.startswith("options.")]
+    if stray:
+        raise ConfigError(f"--set {stray[0]!r}: check-objective takes the objective's options only "
+                          f"(options.KEY=VALUE, e.g. options.mask_rate=0.3)")
+    results = check_objective(args.objective, apply_overrides({}, args.set).get("options", {}))
+    for check in results:
+        print(check.line())
+    failed = [c.name for c in results if not c.passed]
+    print(f"{args.objective}: {len(results) - len(failed)} of {len(results)} checks passed"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
 def _study(args: argparse.Namespace) -> None:
     from objbench.harness.study import load_study, run_study
 
@@ -83,6 +102,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. budget.tokens=200000 or options.mask_rate=0.3")
 
+    c = sub.add_parser("check-objective", help="run the objective contract (shapes, determinism, leakage, "
+                       "scoring, loss gradients, FLOPs, checkpoints, reading) on a registered objective")
+    c.add_argument("objective")
+    c.add_argument("--set", action="append", default=[], metavar="options.KEY=VALUE",
+                   help="an option of the objective, e.g. options.mask_rate=0.3")
+
     pr = sub.add_parser("probe", help="evaluate a trained run on probe tasks")
     pr.add_argument("run_dir")
     pr.add_argument("--task", action="append", required=True, help="task name (repeatable)")
@@ -119,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             _list(args.command.upper())
         else:
             {"train": _train, "probe": _probe, "study": _study, "report": _report,
-             "export": _export}[args.command](args)
+             "export": _export, "check-objective": _check_objective}[args.command](args)
     except ObjbenchError as exc:
         if args.debug:
             raise

@@ -41,6 +41,10 @@ class ExportError(ObjbenchError):
     output folder holds something else)."""
 
 
+class ScoringNotApplicable(ObjbenchError):
+    """The objective has no sentence score (e.g. ELECTRA's discriminator has no likelihood)."""
+
+
 class TrainingDiverged(ObjbenchError):
     """The loss became NaN or infinite."""
 

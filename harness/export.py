@@ -33,7 +33,7 @@ MODEL_TYPE = "objbench"
 #: the LM class each reading attention gets: a [MASK] read in context, or the next token
 LM_CLASS = {"bidirectional": ("AutoModelForMaskedLM", "ObjbenchForMaskedLM"),
             "causal": ("AutoModelForCausalLM", "ObjbenchForCausalLM")}
-POOLINGS = ("cls", "last")
+POOLINGS = ("cls", "last", "mean")
 
 
 def export_run(run_dir: Path, out: Path, step: int | None = None) -> Path:

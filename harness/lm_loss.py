@@ -7,7 +7,8 @@ log-softmax, the zero-filled one-hot gradient, its backward, the bias-gradient s
 softmax per chunk, turned into the logits' gradient in place, and caps the head's
 activation memory at one chunk: a causal LM step of 4096 tokens over 8192 types holds 134 MB
 of logits unfused, 16 MB here. The gradients are computed in the forward pass and scaled by
-the incoming gradient in backward.
+the incoming gradient in backward. Targets may carry loss weights (masked diffusion weighs a
+target by 1/t); without them the computation is exactly the unweighted one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ ACCELERATOR_CHUNK_ELEMENTS = 2**26
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
+                targets: torch.Tensor, loss_weights: torch.Tensor | None) -> torch.Tensor:
         want_grads = any(ctx.needs_input_grad[:3])
         rows = max(1, CHUNK_ELEMENTS.get(hidden.device.type, ACCELERATOR_CHUNK_ELEMENTS) // weight.shape[0])
         loss = torch.zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
@@ -35,9 +36,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h, y = hidden[start:start + rows], targets[start:start + rows]
             logits = (h @ weight.t()).to(loss.dtype).add_(bias)  # the matmul in bf16 under autocast
             p = torch.softmax(logits, dim=1)
-            loss += _nll(p, logits, y).sum()
+            nll = _nll(p, logits, y)
+            w = None if loss_weights is None else loss_weights[start:start + rows].to(loss.dtype)
+            loss += nll.sum() if w is None else (w * nll).sum()
             if want_grads:
                 p[torch.arange(len(y), device=y.device), y] -= 1  # d(loss) / d(logits)
+                if w is not None:
+                    p.mul_(w[:, None])
                 grad_hidden[start:start + rows] = p @ weight
                 grad_weight += p.t() @ h
                 grad_bias += p.sum(0)
@@ -47,7 +52,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
-        return (*(g * grad_loss.to(g.dtype) for g in ctx.grads), None)
+        return (*(g * grad_loss.to(g.dtype) for g in ctx.grads), None, None)
 
 
 def _nll(p: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,9 @@ def _nll(p: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                         targets: torch.Tensor) -> torch.Tensor:
-    """``F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum")``, in at least
-    fp32, without materialising the logits. ``hidden`` is (N, D), ``targets`` (N,)."""
-    return _LinearCrossEntropy.apply(hidden, weight, bias, targets)
+                         targets: torch.Tensor, loss_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="none")`` summed,
+    each row times its ``loss_weights`` entry when given, in at least fp32, without
+    materialising the logits. ``hidden`` is (N, D), ``targets`` and ``loss_weights`` (N,); the
+    weights are constants (no gradient flows into them)."""
+    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, loss_weights)

@@ -124,6 +124,8 @@ class Encoder(nn.Module):
         what the loss needs, and the last block skips its work elsewhere.
         """
         B, T = input_ids.shape
+        if isinstance(attn, str) and attn not in ("bidirectional", "causal"):
+            raise ValueError(f"attention {attn!r}: the encoder takes 'bidirectional', 'causal' or a bool mask")
         if all_layers and at is not None:
             raise ValueError("all_layers and at exclude each other: all layers means every position")
         if T > self.cfg.max_len and position_ids is None:

@@ -1,8 +1,8 @@
 """Reading a trained run: features and sentence scores, by the objective's own rules.
 
 Probe tasks go through this module only. The objective says which attention to use for
-features, which position pools a sentence, how a sentence is scored, and how long a sentence
-may be, so no task ever special-cases an objective's name.
+features, how a sentence is pooled, how a sentence is scored (and whether it can be), and how
+long a sentence may be, so no task ever special-cases an objective's name.
 
 Every reader here cuts a sentence to `TrainedModel.max_tokens` and refuses one with no tokens
 (`EmptyInputError`). Counting what was cut, and skipping instead of cutting, is the task's
@@ -22,13 +22,14 @@ from tokenizers import Encoding, Tokenizer
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.config import RunConfig, load_yaml, validate
-from objbench.harness.errors import CheckpointError, DamagedCheckpoint, EmptyInputError
+from objbench.harness.errors import CheckpointError, DamagedCheckpoint, EmptyInputError, ScoringNotApplicable
 from objbench.harness.integrity import file_digest
 from objbench.harness.model import Encoder
 from objbench.harness.progress import progress_bar
 from objbench.harness.tokenizer import vocab_of
-from objbench.harness.trainer import build_objective, pick_device
-from objbench.objectives.base import IGNORE, Objective, attention_matrix, collate, special_tokens
+from objbench.harness.trainer import build_modules, build_objective, pick_device
+from objbench.objectives.base import (IGNORE, Objective, ObjectiveBatch, Pooling, attention_matrix, collate,
+                                      special_tokens)
 
 Text = str | tuple[str, str]  # a sentence, or a pair read as [CLS] A [SEP] B [SEP]
 T = TypeVar("T")
@@ -36,13 +37,28 @@ T = TypeVar("T")
 
 @dataclass
 class Inputs:
-    """A padded batch ready for the encoder, with where to pool each row."""
+    """A padded batch ready for the encoder, with how to pool each row."""
 
     input_ids: torch.Tensor
     attn: torch.Tensor
     segment_ids: torch.Tensor
     lengths: torch.Tensor
-    pool_index: torch.Tensor  # position pooled for the sentence representation
+    pooling: Pooling  # the objective's declared pooling
+
+    def pool(self, hidden: torch.Tensor, how: Pooling | None = None) -> torch.Tensor:
+        """One vector per row from states ``(B, T, ...)``: at ``[CLS]``, at the last token, or
+        the mean over the text tokens (``[CLS]`` and padding excluded); ``how`` defaults to the
+        declared pooling."""
+        how = how or self.pooling
+        lengths = self.lengths.to(hidden.device)
+        if how == "cls":
+            return hidden[:, 0]
+        if how == "last":
+            return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
+        pos = torch.arange(hidden.shape[1], device=hidden.device)
+        text = ((pos >= 1) & (pos < lengths[:, None])).to(hidden.dtype)
+        text = text.view(*text.shape, *([1] * (hidden.dim() - 2)))
+        return (hidden * text).sum(1) / text.sum(1).clamp(min=1)
 
 
 @dataclass
@@ -89,13 +105,16 @@ class TrainedModel:
                               f"training wrote them (the checkpoint's config is in its state.json)")
             self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
             self.vocab = vocab_of(self.tokenizer, special_tokens(self.cfg.data.special_tokens))
+            self.objective: Objective = build_objective(self.cfg, self.vocab)
             self.model = Encoder(self.cfg.model, self.vocab.size)
-            ckpt.restore(self.checkpoint, self.model)
+            #: the objective's own modules (ELECTRA's generator), read with the encoder
+            self.objective_modules = build_modules(self.objective, self.cfg.model, self.vocab.size)
+            ckpt.restore(self.checkpoint, self.model, modules=self.objective_modules)
         except DamagedCheckpoint as exc:
             raise ckpt.for_reader(exc, self.run_dir, asked=checkpoint is not None) from None
         self.device = pick_device(self.cfg)
-        self.objective: Objective = build_objective(self.cfg, self.vocab)
         self.model.to(self.device).eval()
+        self.objective_modules.to(self.device).eval()
         max_len = self.cfg.model.max_len
         #: the longest sentence read (tokens after [CLS]), for features and scores alike: the
         #: objective's declared limit, and never past the position table with [CLS] in front
@@ -164,8 +183,7 @@ class TrainedModel:
         keys = torch.arange(L)[None] < lengths[:, None]
         attn = attention_matrix(self.objective.reading_attention, ids) & keys[:, None, :]
         attn = attn | torch.eye(L, dtype=torch.bool)  # padded rows attend to themselves
-        pool = torch.zeros_like(lengths) if self.objective.pooling == "cls" else lengths - 1
-        return Inputs(ids, attn, seg, lengths, pool)
+        return Inputs(ids, attn, seg, lengths, self.objective.pooling)
 
     # -- features -------------------------------------------------------------------------
     @torch.no_grad()
@@ -177,8 +195,7 @@ class TrainedModel:
             idx = order[start:start + batch_size]
             x = self.inputs([texts[i] for i in idx])
             layers = self._layers(x)
-            rows = torch.arange(len(idx))
-            out[idx] = torch.stack([h[rows, x.pool_index] for h in layers], 1).float().cpu().numpy()
+            out[idx] = torch.stack([x.pool(h) for h in layers], 1).float().cpu().numpy()
         return out
 
     @torch.no_grad()
@@ -212,42 +229,49 @@ class TrainedModel:
                               all_layers=True)
 
     # -- scores ---------------------------------------------------------------------------
+    def _add_scores(self, pending: list[tuple[int, ObjectiveBatch]], totals: np.ndarray) -> None:
+        """Add each sentence's weighted target log-probabilities to ``totals``, one forward pass
+        over the scoring rows of all ``(sentence index, rows)`` in ``pending``."""
+        if not pending:
+            return
+        batch = collate([r for _, r in pending], self.vocab["[PAD]"])
+        owner = torch.cat([torch.full((r.input_ids.shape[0],), i) for i, r in pending])
+        b = batch.to(self.device)
+        keep = b.targets != IGNORE  # pseudo-log-likelihood rows have one target each:
+        # the last block then computes one position per row (``at``)
+        hidden = self.model(b.input_ids, b.attn, b.position_ids, b.segment_ids, at=keep).float()
+        logp = torch.log_softmax(self.model.logits(hidden).float(), -1)
+        picked = logp.gather(1, b.targets[keep][:, None])[:, 0].double().cpu()
+        if batch.weights is not None:
+            picked = picked * batch.weights[keep.cpu()].double()
+        row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
+        np.add.at(totals, owner[row_of].numpy(), picked.numpy())
+
     @torch.no_grad()
     def score(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
-        """Each sentence's log-probability (fp32) by the objective's rule, and its token count.
+        """Each sentence's score (fp32) by the objective's rule, and its token count.
 
-        The rows of many sentences (e.g. one masked copy per token for pseudo-log-likelihood)
-        are packed into batches of up to ``max_rows``: never one forward pass per token.
+        The score is the log-probability, exact or not as ``objective.score_kind`` says (a
+        pseudo-log-likelihood, or a weighted sum estimating a bound); an objective whose kind
+        is ``"none"`` raises `ScoringNotApplicable`. The rows of many sentences (e.g. one
+        masked copy per token for pseudo-log-likelihood) are packed into batches of up to
+        ``max_rows``: never one forward pass per token.
         """
+        if self.objective.score_kind == "none":
+            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no sentence score; "
+                                       f"zero-shot tasks record scoring_not_applicable for it")
         totals = np.zeros(len(sentences), np.float64)
         counts = np.zeros(len(sentences), np.int64)
-        pending, n_rows = [], 0
-
-        def flush() -> None:
-            nonlocal pending, n_rows
-            if not pending:
-                return
-            batch = collate([r for _, r in pending], self.vocab["[PAD]"])
-            owner = torch.cat([torch.full((r.input_ids.shape[0],), i) for i, r in pending])
-            b = batch.to(self.device)
-            keep = b.targets != IGNORE  # pseudo-log-likelihood rows have one target each:
-            # the last block then computes one position per row (``at``)
-            hidden = self.model(b.input_ids, b.attn, b.position_ids, b.segment_ids, at=keep).float()
-            logp = torch.log_softmax(self.model.logits(hidden).float(), -1)
-            picked = logp.gather(1, b.targets[keep][:, None])[:, 0].double().cpu()
-            row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
-            np.add.at(totals, owner[row_of].numpy(), picked.numpy())
-            np.add.at(counts, owner[row_of].numpy(), 1)
-            pending, n_rows = [], 0
-
+        pending: list[tuple[int, ObjectiveBatch]] = []
         for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
             ids = self.ids(s)
             if not ids:
                 raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
             rows = self.objective.score_rows(torch.tensor(ids))
-            if n_rows + rows.input_ids.shape[0] > max_rows:
-                flush()
+            counts[i] = len(ids)
+            if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
+                self._add_scores(pending, totals)
+                pending = []
             pending.append((i, rows))
-            n_rows += rows.input_ids.shape[0]
-        flush()
+        self._add_scores(pending, totals)
         return totals, counts

@@ -235,7 +235,8 @@ def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tupl
     t0 = time.perf_counter()
     _write_status(status_path, arm, cfg, chash, "running", None, 0.0)
     try:
-        Trainer(cfg, run_dir, data=data.capped(cfg.data.unique_tokens, cfg.train.batch_size)).run()
+        trainer = Trainer(cfg, run_dir, data=data.capped(cfg.data.unique_tokens, cfg.train.batch_size))
+        trainer.run()
         if _is_main():  # under torchrun every rank trains; rank 0 alone probes and writes
             rows, items = evaluate_run(study, arm, cfg, run_dir)
             _write_jsonl(run_dir / "results.jsonl", rows)
@@ -247,7 +248,7 @@ def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tupl
     except Exception as exc:
         return _fail(status_path, arm, cfg, chash, exc, time.perf_counter() - t0), time.perf_counter() - t0
     seconds = time.perf_counter() - t0
-    _write_status(status_path, arm, cfg, chash, "done", None, seconds)
+    _write_status(status_path, arm, cfg, chash, "done", None, seconds, trainer.objective.score_kind)
     return "done", seconds
 
 
@@ -304,11 +305,13 @@ def _is_main() -> bool:
 
 
 def _write_status(path: Path, arm: Arm, cfg: RunConfig, chash: str, state: str,
-                  error: str | None, seconds: float) -> None:
+                  error: str | None, seconds: float, score_kind: str | None = None) -> None:
+    """``score_kind``: how zero-shot tasks scored the run's sentences (exact, pseudo, bound, none)."""
     if not _is_main():
         return
     status = {"state": state, "error": error, "config_hash": chash, "wall_time_s": round(seconds, 2),
-              "arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options}
+              "arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options,
+              "score_kind": score_kind}
     _atomic_write(path, json.dumps(status, indent=2))
 
 

@@ -1,7 +1,8 @@
 """The one training loop every objective runs unchanged.
 
-The objective shapes the batch; the loop runs the encoder, applies the LM head only where a
-target exists, divides the summed loss by the number of targets, and counts what the step
+The objective shapes the batch and computes its summed loss (by default the LM head only
+where a target exists); the loop divides it by the step's normaliser (by default the number
+of targets), optimizes the encoder and the objective's own modules, and counts what the step
 cost on every budget axis (clean tokens, input tokens, predicted positions, FLOPs).
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import SeenBlocks, batch_rows
@@ -33,14 +35,12 @@ from objbench.harness.errors import (
     TrainingDiverged,
     warn,
 )
-from objbench.harness.flops import train_flops
-from objbench.harness.lm_loss import linear_cross_entropy
-from objbench.harness.model import Encoder, query_rows
+from objbench.harness.model import Encoder
 from objbench.harness.progress import progress_bar
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
 from objbench.harness.tracking import MetricSink, check_trackers, open_trackers
-from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
+from objbench.objectives.base import Objective, ObjectiveBatch, Vocab
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
 
@@ -105,36 +105,29 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
 
 
-def loss_sum(model: Encoder, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the batch's targets (in at least fp32), with the last block's
-    outputs and the LM head computed only there."""
-    keep = batch.targets != IGNORE
-    hidden = model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids, at=keep)
-    loss = linear_cross_entropy(hidden, model.tok.weight, model.head_bias, batch.targets[keep])
-    return loss, int(keep.sum())
+def build_modules(objective: Objective, cfg: ModelConfig, vocab_size: int) -> nn.ModuleDict:
+    """The objective's own modules (none for most), initialised from torch's global RNG."""
+    return nn.ModuleDict(objective.build_modules(cfg, vocab_size))
 
 
-def batch_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
-    """What ``loss_sum`` and its backward cost on this batch."""
-    rows = query_rows(batch.targets != IGNORE)
-    return train_flops(cfg, vocab_size, *batch.input_ids.shape, batch.n_targets,
-                       None if rows is None else rows.shape[1])
+class ObjectiveLoss(nn.Module):
+    """`Objective.loss` as a module: the encoder, the objective's modules and the loss run
+    inside one ``forward``.
 
-
-class SparseLoss(torch.nn.Module):
-    """``loss_sum`` as a module: the encoder and its sparse head run inside one ``forward``.
-
-    DDP syncs gradients only for what its wrapped module's forward uses, and the head loss
-    is not part of ``Encoder.forward``; wrapping this instead of the encoder keeps the head
-    inside, and the encoder's attributes reachable.
+    DDP syncs gradients only for what its wrapped module's forward uses, and neither the head
+    loss nor the objective's modules are part of ``Encoder.forward``; wrapping this instead of
+    the encoder keeps them inside, and the encoder's attributes reachable.
     """
 
-    def __init__(self, model: Encoder | torch.nn.Module) -> None:  # the encoder, maybe compiled
+    def __init__(self, objective: Objective, model: Encoder | nn.Module, modules: nn.ModuleDict) -> None:
         super().__init__()
-        self.model = model
+        self.objective = objective
+        self.model = model  # the encoder, maybe compiled
+        self.objective_modules = modules
 
-    def forward(self, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
-        return loss_sum(self.model, batch)
+    def forward(self, batch: ObjectiveBatch) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+        loss = self.objective.loss(self.model, self.objective_modules, batch)
+        return loss.summed, loss.logs
 
 
 class Trainer:
@@ -156,6 +149,7 @@ class Trainer:
             torch.set_num_threads(self.cfg.train.threads)
         torch.manual_seed(self.cfg.seed)  # weight init only; per-step randomness is seeded below
         self.model = Encoder(self.cfg.model, self.data.vocab.size).to(self.device)
+        self.objective_modules = build_modules(self.objective, self.cfg.model, self.data.vocab.size).to(self.device)
         self.optimizer = self._optimizer()
         self.counters = Counters()
         self.callbacks = list(callbacks)
@@ -167,15 +161,22 @@ class Trainer:
         self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         # compile the encoder only: the chunked head loss is a Python loop over row chunks
         encoder = torch.compile(self.model) if self.cfg.train.compile else self.model
-        self.forward_model: torch.nn.Module = SparseLoss(encoder)
+        self.forward_model: torch.nn.Module = ObjectiveLoss(self.objective, encoder, self.objective_modules)
         if self.world > 1:
+            # an objective's own loss may leave encoder parameters unused (ELECTRA: the LM head)
+            own_loss = type(self.objective).loss is not Objective.loss
             self.forward_model = torch.nn.parallel.DistributedDataParallel(
-                self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=own_loss)
+
+    def parameters(self) -> list[nn.Parameter]:
+        """What the optimizer trains: the encoder's parameters, then the objective's modules'."""
+        return [*self.model.parameters(), *self.objective_modules.parameters()]
 
     def _optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": t.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         # fused: one kernel for all parameters, on CPU too (4x faster there than foreach)
@@ -213,14 +214,20 @@ class Trainer:
         dist.all_reduce(t)
         return t.tolist()
 
+    def _step_means(self, pairs: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """``sum / count`` of each ``name: (sum, count)`` over all ranks."""
+        totals = self._global_sum([x for pair in pairs.values() for x in pair])
+        return {name: totals[2 * k] / max(totals[2 * k + 1], 1e-12) for k, name in enumerate(pairs)}
+
     def train_step(self) -> dict[str, float]:
         c, t = self.counters, self.cfg.train
         batches = self.micro_batches(c.step)
         pad = self.data.vocab["[PAD]"]
-        local = [sum(b.n_targets for b in batches),
+        local = [sum(self.objective.count_targets(b) for b in batches),
                  sum(int((b.input_ids != pad).sum()) for b in batches),
-                 sum(batch_flops(self.cfg.model, self.data.vocab.size, b) for b in batches)]
-        n_targets, n_inputs, flops = self._global_sum(local)
+                 sum(self.objective.flops(self.cfg.model, self.data.vocab.size, b) for b in batches),
+                 sum(b.loss_normaliser for b in batches)]
+        n_targets, n_inputs, flops, normaliser = self._global_sum(local)
         cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
                 "flops": flops}
         budget = self.cfg.budget
@@ -229,20 +236,22 @@ class Trainer:
             g["lr"] = lr
 
         total = 0.0
+        logs: dict[str, tuple[float, float]] = {}  # the loss hook's scalars and the applied rates
         for i, batch in enumerate(batches):
             batch = batch.to(self.device)
             sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
             with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                s, _ = self.forward_model(batch)
-                (s * self.world / n_targets).backward()  # DDP averages over ranks; undo that
+                s, batch_logs = self.forward_model(batch)
+                (s * self.world / normaliser).backward()  # DDP averages over ranks; undo that
             total += float(s.detach())
-        loss = self._global_sum([total])[0] / n_targets
+            _accumulate(logs, {**batch_logs, **{k: (v, 1.0) for k, v in batch.stats.items()}})
+        loss = self._global_sum([total])[0] / normaliser
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at step {c.step + 1}; the last good checkpoint in "
                 f"{self.out / 'checkpoints'} is kept. Lower train.lr or raise train.warmup.")
         if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.parameters(), t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         c.step += 1
@@ -250,23 +259,23 @@ class Trainer:
         c.input_tokens += int(n_inputs)
         c.targets += int(n_targets)
         c.flops += flops
-        stats = {k: v for b in batches for k, v in b.stats.items()}  # last micro-batch's rates
-        return {"loss": loss, "lr": lr, **stats}
+        return {"loss": loss, "lr": lr, **self._step_means(logs)}  # rates: mean over micro-batches
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Mean loss per target over the first ``data.val_blocks`` validation blocks."""
-        self.model.eval()
+        """The objective's loss over the first ``data.val_blocks`` validation blocks, divided by
+        their total normaliser (by default: mean loss per target)."""
+        self.forward_model.eval()
         val = self.data.validation[: self.cfg.data.val_blocks]
-        total, count = 0.0, 0
+        total, count = 0.0, 0.0
         for k, start in enumerate(range(0, len(val), self.cfg.train.batch_size)):
             blocks = torch.from_numpy(val[start:start + self.cfg.train.batch_size].astype(np.int64))
             batch = self.objective.make_batch(blocks, torch.Generator().manual_seed(VAL_SEED + k))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                s, n = loss_sum(self.model, batch.to(self.device))
-            total, count = total + float(s), count + n
-        self.model.train()
+                loss = self.objective.loss(self.model, self.objective_modules, batch.to(self.device))
+            total, count = total + float(loss.summed), count + batch.loss_normaliser
+        self.forward_model.train()
         return total / count
 
     def eval_targets(self) -> list[float]:
@@ -297,7 +306,8 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             shutil.copyfile(self.data.tokenizer_path, self.out / "tokenizer.json")
         if self.counters.step == 0 and next_eval == 0:
-            self._log(metrics_path, {**asdict(self.counters), "val_loss": self.validation_loss()})
+            self._log(metrics_path, {**asdict(self.counters), "val_loss": self.validation_loss(),
+                                     **self.parameter_counts()})
         axis, budget = self.cfg.budget.axis, self.cfg.budget.value
         targets = self.eval_targets()
         seen = SeenBlocks(len(self.data.train), self.cfg.train.batch_size, self.cfg.seed, self.counters.step)
@@ -335,6 +345,11 @@ class Trainer:
         return {"epoch": self.counters.tokens / (len(self.data.train) * block_tokens),
                 "unique_tokens": seen.count * block_tokens}
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Trained parameters (embeddings included), and those in the objective's own modules."""
+        own = sum(p.numel() for p in self.objective_modules.parameters())
+        return {"params": sum(p.numel() for p in self.model.parameters()) + own, "objective_params": own}
+
     def _log(self, path: Path, row: dict) -> None:
         if self.rank == 0:
             with path.open("a") as f:
@@ -349,7 +364,7 @@ class Trainer:
             state = {"counters": asdict(self.counters), "next_eval": next_eval, "eval_point": keep,
                      "config": self.cfg.to_dict(), "tokenizer_hash": self.data.tokenizer_hash,
                      "corpus_hash": self.data.corpus_hash}
-            ckpt.save(folder, self.model, self.optimizer, state)
+            ckpt.save(folder, self.model, self.optimizer, state, self.objective_modules)
             for old in ckpt.checkpoints(self.out)[:-1]:
                 if not _kept(old):
                     shutil.rmtree(old)
@@ -367,7 +382,8 @@ class Trainer:
         state = None
         for folder in reversed(ckpt.checkpoints(self.out)):
             try:
-                state = ckpt.restore(folder, self.model, self.optimizer, self._check_matches(folder))
+                state = ckpt.restore(folder, self.model, self.optimizer, self._check_matches(folder),
+                                     self.objective_modules)
                 break
             except DamagedCheckpoint as exc:  # found before anything was loaded
                 damaged.append((folder, exc))
@@ -402,6 +418,13 @@ class Trainer:
                 shutil.move(str(folder), aside / folder.name)
             then = f"resuming from {resumed}" if resumed else "no intact checkpoint left: starting from step 0"
             warn(f"{'; '.join(str(exc) for _, exc in damaged)}; moved to {aside}; {then}")
+
+
+def _accumulate(totals: dict[str, tuple[float, float]], more: dict[str, tuple[float, float]]) -> None:
+    """Add ``name: (sum, count)`` pairs into ``totals``."""
+    for name, (value, count) in more.items():
+        so_far = totals.get(name, (0.0, 0.0))
+        totals[name] = (so_far[0] + value, so_far[1] + count)
 
 
 def _kept(folder: Path) -> bool:

@@ -1,1 +1,34 @@
-"""objectives"""
+"""Objectives, and the public API for writing one (``from objbench.objectives import ...``).
+
+An objective subclasses `Objective`, declares its `Options`, builds an `ObjectiveBatch` from
+clean blocks in `Objective.make_batch`, scores sentences in `Objective.score_rows` (or
+declares ``score_kind = "none"``), and registers under the entry-point group
+``objbench.objectives``. The defaults cover the rest; an objective that needs more overrides
+`Objective.loss` (returning a `Loss`), `Objective.build_modules`, `Objective.predictions`,
+`Objective.flops` and `Objective.count_targets`. Helpers the built-ins are made of:
+
+* `with_cls` (every input starts with ``[CLS]``, so clean index k sits at position k + 1),
+  `Vocab.random_tokens` (random non-special tokens), `Vocab.is_special`;
+* `unit_ids` and `select_units` (tokens, whole words or spans, chosen up to a quota);
+* `token_loss` and `token_loss_flops` (the default loss and its cost), `attention_matrix`;
+* `check_objective` runs the contract (``objbench check-objective NAME``).
+"""
+
+from importlib import import_module
+
+# name -> module, imported on first use (the registry imports objectives by module path)
+_PUBLIC = {
+    "objbench.objectives.base": ("Objective", "ObjectiveBatch", "Options", "Vocab", "Loss", "Predictions",
+                                 "IGNORE", "ScoreKind", "Pooling", "with_cls", "collate", "attention_matrix",
+                                 "special_tokens", "token_loss", "token_loss_flops"),
+    "objbench.objectives.masking": ("unit_ids", "select_units"),
+    "objbench.objectives.contract": ("check_objective", "Check"),
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'objbench.objectives' has no attribute {name!r}")
+    return getattr(import_module(_MODULE_OF[name]), name)

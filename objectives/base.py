@@ -1,8 +1,12 @@
 """The objective contract.
 
 An objective turns clean token blocks into what the shared encoder sees and what it must
-predict. It never touches the model, optimizer or data loader, and draws all randomness
-from the ``torch.Generator`` it is handed.
+predict. It never touches the optimizer or data loader, and draws all randomness from the
+``torch.Generator`` it is handed. By default the loss is the token cross-entropy through the
+encoder's tied head at every target, divided by the number of targets; an objective may
+instead weigh targets, pick the normaliser, own modules of its own (a generator, a binary
+head) and compute its loss from the encoder outputs it asks for (`Objective.loss`, fairseq's
+criterion pattern).
 
 Target convention (stated once, used everywhere): ``targets[b, i]`` is the token that the
 hidden state at position ``i`` must predict, or ``IGNORE``. Nobody shifts later.
@@ -16,9 +20,22 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from objbench.harness.config import ModelConfig
+from objbench.harness.errors import ScoringNotApplicable
+from objbench.harness.flops import train_flops
+from objbench.harness.lm_loss import linear_cross_entropy
+from objbench.harness.model import Encoder, query_rows
 
 IGNORE = -100
 BASE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
+#: how a sentence score relates to the sentence's log-likelihood: equal to it ("exact"), a
+#: pseudo-log-likelihood that is no likelihood ("pseudo"), an estimate of a lower bound on it
+#: such as a Monte Carlo ELBO ("bound"), or no score at all ("none")
+ScoreKind = Literal["exact", "pseudo", "bound", "none"]
+#: sentence features read at [CLS], at the last token, or as the mean over the text tokens
+Pooling = Literal["cls", "last", "mean"]
 
 
 def special_tokens(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -50,6 +67,11 @@ class Vocab:
     def is_special(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.isin(ids, self.special_ids.to(ids.device))
 
+    def random_tokens(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """Uniformly random non-special token ids (specials hold the first ids of every
+        objbench vocabulary), e.g. BERT's random replacements."""
+        return torch.randint(len(self.specials), self.size, shape, generator=gen)
+
 
 @dataclass
 class ObjectiveBatch:
@@ -58,6 +80,14 @@ class ObjectiveBatch:
     ``source_index[b, i]`` is the index in the clean block whose token position ``i`` shows
     (-1 when it shows none: specials, ``[MASK]``, a random replacement). ``target_source`` is
     the clean index of the token predicted at ``i`` (-1 for specials such as ``[E]``).
+
+    ``weights`` (float, same shape) weighs each target's loss (None: 1 each); ``normaliser`` is
+    what the batch's summed loss is divided by (None: its number of targets; masked diffusion
+    divides by the number of text positions). The normaliser is part of the batch, not of the
+    loss, because the trainer must know the step's total before the first backward pass:
+    gradient accumulation and DDP scale every micro-batch's gradients by it. ``extra`` holds
+    tensors the objective's own `Objective.loss` reads (e.g. the uniform draws that make a
+    generator's sampling reproducible); ``stats`` the rates it applied, logged every step.
     """
 
     input_ids: torch.Tensor
@@ -68,24 +98,80 @@ class ObjectiveBatch:
     position_ids: torch.Tensor | None = None
     segment_ids: torch.Tensor | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    weights: torch.Tensor | None = None
+    normaliser: float | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "ObjectiveBatch":
         move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t
-        return replace(self, **{f: move(getattr(self, f)) for f in
-                                ("input_ids", "targets", "attn", "source_index", "target_source",
-                                 "position_ids", "segment_ids")})
+        moved = {f: move(getattr(self, f)) for f in ("input_ids", "targets", "attn", "source_index",
+                                                     "target_source", "position_ids", "segment_ids",
+                                                     "weights")}
+        return replace(self, **moved, extra={k: move(v) for k, v in self.extra.items()})
 
     @property
     def n_targets(self) -> int:
         return int((self.targets != IGNORE).sum())
 
+    @property
+    def loss_normaliser(self) -> float:
+        return float(self.n_targets) if self.normaliser is None else float(self.normaliser)
+
+
+@dataclass
+class Loss:
+    """What `Objective.loss` returns: the batch's loss summed over its targets (weights applied,
+    in at least fp32; the trainer divides it by the step's total `ObjectiveBatch.loss_normaliser`)
+    and scalars to log, each as ``(sum, count)``: the step logs ``sum / count`` over all its
+    micro-batches and ranks (e.g. a generator's loss per masked token)."""
+
+    summed: torch.Tensor
+    logs: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Predictions:
+    """One kind of target in a batch and the model's outputs for it: what the leakage contract
+    measures (`objbench.objectives.contract`).
+
+    ``where`` (bool ``(B, T')``) marks the positions holding a target of this kind; ``values``
+    ``(N, K)`` are the outputs its loss reads there (logits), in row-major order of ``where``;
+    ``target_source`` ``(N,)`` is the clean index whose token each target must not see (its
+    own token), -1 where the target hides none. Each output is held to what
+    `Objective.visibility` declares for its position.
+    """
+
+    kind: str
+    where: torch.Tensor
+    values: torch.Tensor
+    target_source: torch.Tensor
+
+
+def token_loss(encoder: Encoder, batch: ObjectiveBatch) -> torch.Tensor:
+    """The default loss: summed (weighted) cross-entropy over the batch's targets through the
+    encoder's tied head, in at least fp32, with the last block's outputs and the head computed
+    only at target positions."""
+    keep = batch.targets != IGNORE
+    hidden = encoder(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids, at=keep)
+    weights = None if batch.weights is None else batch.weights[keep]
+    return linear_cross_entropy(hidden, encoder.tok.weight, encoder.head_bias, batch.targets[keep], weights)
+
+
+def token_loss_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
+    """What `token_loss` and its backward cost on this batch (`objbench.harness.flops`)."""
+    rows = query_rows(batch.targets != IGNORE)
+    return train_flops(cfg, vocab_size, *batch.input_ids.shape, batch.n_targets,
+                       None if rows is None else rows.shape[1])
+
 
 class Objective(ABC):
-    """A pre-training objective. Subclasses set the class variables and implement two methods.
+    """A pre-training objective. Subclasses set the class variables and implement `make_batch`
+    (and `score_rows`, unless ``score_kind`` is ``"none"``); the rest has defaults.
 
-    Reading rules (``reading_attention``, ``pooling``) tell probe tasks how to extract
-    features from a model trained with this objective, so no task ever special-cases an
-    objective's name.
+    Reading rules tell probe tasks how to read a model trained with this objective, so no task
+    ever special-cases an objective's name. They are declared by use: features
+    (``reading_attention``, ``pooling``), scoring (``score_kind``, ``score_method``,
+    `score_rows`) and length (`positions_needed`, hence `max_tokens`).
     """
 
     name: ClassVar[str]
@@ -95,8 +181,11 @@ class Objective(ABC):
     #: does any target legitimately see its own clean token? (BERT's "keep" replacements)
     sees_own_target: ClassVar[bool] = False
 
-    reading_attention: Literal["bidirectional", "causal"] = "bidirectional"
-    pooling: Literal["cls", "last"] = "cls"
+    #: attention features are read with; "anticausal" (each position sees itself and what
+    #: follows) suits a right-to-left model, and exists for reading only
+    reading_attention: Literal["bidirectional", "causal", "anticausal"] = "bidirectional"
+    pooling: Pooling = "cls"
+    score_kind: ScoreKind = "exact"
     score_method: str = ""  # one line: how ``score_rows`` scores a sentence
 
     def __init__(self, options: Options, vocab: Vocab) -> None:
@@ -107,14 +196,50 @@ class Objective(ABC):
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         """Training batch from clean blocks ``(B, T)`` of token ids (no specials added yet)."""
 
-    @abstractmethod
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
-        """Rows whose target log-probabilities sum to the sentence's score.
+        """Rows whose weighted target log-probabilities sum to the sentence's score.
 
-        ``tokens`` is one sentence ``(n,)`` without specials. Every one of the sentence's
-        ``n`` tokens must be a target exactly once across the rows, with ``target_source`` its
-        index, so summed and length-normalised scores are comparable across objectives.
+        ``tokens`` is one sentence ``(n,)`` without specials. For an ``exact`` or ``pseudo``
+        score every one of the sentence's ``n`` tokens is a target exactly once across the rows
+        (weight 1), with ``target_source`` its index, so summed and length-normalised scores are
+        comparable across objectives. A ``bound`` is an estimate: any targets, with the weights
+        that make their sum the estimate, drawn from a generator the objective seeds itself so
+        a sentence always gets the same score. Objectives whose ``score_kind`` is ``"none"``
+        keep this default, which says so.
         """
+        raise ScoringNotApplicable(f"objective {type(self).__name__} has no sentence score "
+                                   f"(score_kind {self.score_kind!r})")
+
+    # -- the loss (defaults: the token cross-entropy, no modules of its own) -------------
+    def build_modules(self, model: ModelConfig, vocab_size: int) -> dict[str, nn.Module]:
+        """Modules this objective trains besides the encoder (ELECTRA's generator and binary
+        head), built from the run's model config with torch's global RNG, which the trainer
+        has seeded. The trainer optimizes them with the encoder, checkpoints them in the same
+        safetensors file (under ``objective.``), wraps them in DDP and moves them to the
+        device. Default: none."""
+        return {}
+
+    def loss(self, encoder: Encoder, modules: nn.ModuleDict, batch: ObjectiveBatch) -> Loss:
+        """The batch's summed loss from the outputs this objective asks the encoder (and its
+        modules) for. Default: `token_loss`. An override must draw no randomness of its own
+        (put draws in the batch's ``extra``) and must count its FLOPs in `flops`."""
+        return Loss(token_loss(encoder, batch))
+
+    def predictions(self, encoder: Encoder, modules: nn.ModuleDict, batch: ObjectiveBatch) -> list[Predictions]:
+        """Every kind of target `loss` trains, with the outputs it reads (for the leakage
+        contract; fp64 models, no gradient). Default: the LM head's logits at every target."""
+        where = batch.targets != IGNORE
+        hidden = encoder(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids)
+        return [Predictions("token", where, encoder.logits(hidden)[where], batch.target_source[where])]
+
+    def count_targets(self, batch: ObjectiveBatch) -> int:
+        """Predictions the batch trains: the ``targets`` budget axis. Default: its targets."""
+        return batch.n_targets
+
+    def flops(self, model: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
+        """Matmul FLOPs of `loss` and its backward on this batch, modules included: the
+        ``flops`` budget axis (checked against torch's FLOP counter by the contract)."""
+        return token_loss_flops(model, vocab_size, batch)
 
     def positions_needed(self, n_tokens: int) -> int:
         """Position embeddings (largest position id + 1) that a row built from ``n_tokens`` clean
@@ -155,17 +280,20 @@ class Objective(ABC):
 
 
 def attention_matrix(attn: str | torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """The bool ``(B, T, T)`` form of any attention pattern."""
+    """The bool ``(B, T, T)`` form of any attention pattern (True = may attend)."""
     B, T = input_ids.shape
     if isinstance(attn, torch.Tensor):
         return attn
     full = torch.ones(T, T, dtype=torch.bool, device=input_ids.device)
-    m = full if attn == "bidirectional" else torch.tril(full)
-    return m.expand(B, T, T)
+    patterns = {"bidirectional": full, "causal": torch.tril(full), "anticausal": torch.triu(full)}
+    if attn not in patterns:
+        raise ValueError(f"unknown attention {attn!r}; known: {', '.join(patterns)} or a bool mask")
+    return patterns[attn].expand(B, T, T)
 
 
 def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
-    """Pad batches of different lengths into one; padded positions attend only to themselves."""
+    """Pad batches of different lengths into one (their target weights too); padded positions
+    attend only to themselves."""
     L = max(r.input_ids.shape[1] for r in rows)
     B = sum(r.input_ids.shape[0] for r in rows)
     out_ids = torch.full((B, L), pad_id, dtype=torch.long)
@@ -175,6 +303,7 @@ def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
     out_pos = torch.zeros((B, L), dtype=torch.long)
     out_seg = torch.zeros((B, L), dtype=torch.long)
     out_attn = torch.eye(L, dtype=torch.bool).repeat(B, 1, 1)
+    out_w = torch.ones((B, L)) if any(r.weights is not None for r in rows) else None
     b = 0
     for r in rows:
         n, t = r.input_ids.shape
@@ -184,9 +313,11 @@ def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
         out_pos[sl] = r.position_ids if r.position_ids is not None else torch.arange(t)
         if r.segment_ids is not None:
             out_seg[sl] = r.segment_ids
+        if r.weights is not None:
+            out_w[sl] = r.weights
         out_attn[b:b + n, :t, :t] = attention_matrix(r.attn, r.input_ids)
         b += n
-    return ObjectiveBatch(out_ids, out_tg, out_attn, out_src, out_tsrc, out_pos, out_seg)
+    return ObjectiveBatch(out_ids, out_tg, out_attn, out_src, out_tsrc, out_pos, out_seg, weights=out_w)
 
 
 def with_cls(blocks: torch.Tensor, cls_id: int) -> torch.Tensor:

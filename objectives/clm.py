@@ -11,6 +11,7 @@ class CausalLM(Objective):
     description = "causal LM: position i predicts token i+1 under causal attention"
     reading_attention = "causal"
     pooling = "last"  # under causal attention only the last position has seen the sentence
+    score_kind = "exact"
     score_method = "exact log-likelihood: sum of next-token log-probabilities"
 
     def _rows(self, tokens: torch.Tensor) -> ObjectiveBatch:

@@ -41,8 +41,19 @@ class MaskedAutoregression(Objective):
     description = "masking as autoregression: mask a fraction r, predict the spans autoregressively"
     Options = MaskedAROptions
     special_tokens = ("[S]", "[E]")
-    reading_attention = "bidirectional"  # part A, which holds the text, is bidirectional
-    pooling = "cls"
+
+    @property
+    def reading_attention(self) -> str:  # type: ignore[override]
+        # part A, which holds the text, is bidirectional; at r = 1 it holds none (causal LM)
+        return "causal" if self.options.r == 1.0 else "bidirectional"
+
+    @property
+    def pooling(self) -> str:  # type: ignore[override]
+        return "last" if self.options.r == 1.0 else "cls"
+
+    @property
+    def score_kind(self) -> str:  # type: ignore[override]
+        return "exact" if self._joint_scoring else "pseudo"
 
     @property
     def score_method(self) -> str:  # type: ignore[override]

@@ -32,6 +32,7 @@ class MaskedLM(Objective):
     Options = MLMOptions
     reading_attention = "bidirectional"
     pooling = "cls"
+    score_kind = "pseudo"
     score_method = "pseudo-log-likelihood: each token masked in turn, all copies batched"
 
     @property
@@ -51,9 +52,7 @@ class MaskedLM(Objective):
         to_mask = selected & (u < o.p_mask)
         to_random = selected & (u >= o.p_mask) & (u < o.p_mask + o.p_random)
         kept = selected & ~to_mask & ~to_random
-        n_special = len(v.specials)  # specials occupy the first ids of every objbench vocab
-        random_tokens = torch.randint(n_special, v.size, (B, T), generator=gen)
-        corrupted = torch.where(to_mask, v["[MASK]"], torch.where(to_random, random_tokens, blocks))
+        corrupted = torch.where(to_mask, v["[MASK]"], torch.where(to_random, v.random_tokens((B, T), gen), blocks))
 
         idx = torch.arange(T).expand(B, T)
         minus = torch.full((B, 1), -1)

@@ -17,6 +17,7 @@ from objbench.reports.figures import SavedFigure
 from objbench.reports.keys import arm_order, baselines_of, describe
 from objbench.reports.load import KEY, NO_LAYER, StudyData
 from objbench.reports.maturity import Verdict
+from objbench.tasks.base import NOT_APPLICABLE
 
 
 @dataclass(frozen=True)
@@ -153,12 +154,17 @@ def _primary(analysis: Analysis) -> list[Block]:
         return [heading, Paragraph("The study names no primary results.")]
     arms = arm_order(data, set(summary["arm"]))
     rows = [_primary_row(analysis, key, arms) for key in analysis.primary.to_dict("records")]
-    rows += _budget_rows(analysis.budget, arms)
+    scores = _score_rows(data, arms)
+    rows += scores + _budget_rows(analysis.budget, arms)
     n_tests = int(analysis.comparisons.loc[analysis.comparisons["primary"], "p"].notna().sum())
     note = (f"Mean over seeds [95% t interval]; Δ = arm minus {data.reference}, tested paired over"
             f" seeds (and items where scored) with Holm's correction over these {n_tests}"
             f" comparisons (* = adjusted p < {ALPHA}). Everything else in this report is"
             " exploratory. Budget rows: what each arm consumed, mean over its runs.")
+    if scores:
+        note += (" Sentence score: how zero-shot tasks scored a sentence: exact (its log-likelihood),"
+                 " pseudo (a pseudo-log-likelihood), bound (an estimate of a lower bound on it, the"
+                 " ELBO) or none (the objective has no score: its zero-shot results are not applicable).")
     return [heading, Table(pd.DataFrame(rows, columns=["result", *arms, "baselines"])), Paragraph(note)]
 
 
@@ -169,7 +175,8 @@ def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
     row = {"result": describe(key)}
     for arm in arms:
         if arm not in mine.index:
-            row[arm] = "no result"
+            row[arm] = "not applicable: no sentence score" if _not_scored(analysis.data, arm, key["task"]) \
+                else "no result"
             continue
         cell = _value_ci(*mine.loc[arm, ["mean", "ci_low", "ci_high"]])
         if arm in tests.index:
@@ -181,6 +188,21 @@ def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
     bases = baselines_of(summary, key["task"], key["metric"], key["group"]).groupby("baseline")["mean"].first()
     row["baselines"] = ", ".join(f"{name} {fmt(v, 3)}" for name, v in bases.items()) or "none"
     return row
+
+
+def _not_scored(data: StudyData, arm: str, task: str) -> bool:
+    """Did ``task`` record that ``arm``'s objective has no sentence score?"""
+    done = data.done_results
+    return bool(((done["arm"] == arm) & (done["task"] == task) & (done["metric"] == NOT_APPLICABLE)).any())
+
+
+def _score_rows(data: StudyData, arms: list[str]) -> list[dict]:
+    """How each arm's finished runs scored sentences zero-shot (none when no run recorded it)."""
+    done = data.runs[data.runs["state"] == "done"]
+    kinds = {arm: ", ".join(sorted(set(done.loc[done["arm"] == arm, "score_kind"]) - {""})) for arm in arms}
+    if not any(kinds.values()):
+        return []
+    return [{"result": "sentence score", "baselines": "", **{arm: kinds[arm] or "n/a" for arm in arms}}]
 
 
 def _budget_rows(budget: pd.DataFrame, arms: list[str]) -> list[dict]:
@@ -321,7 +343,7 @@ def _provenance(data: StudyData) -> list[Block]:
         blocks.append(Paragraph("provenance.json is missing: package versions, data hashes,"
                                 " hardware and git commit are unknown."))
     blocks += [
-        Table(_cells(runs[["arm", "seed", "state", "objective", "options", "config_hash",
+        Table(_cells(runs[["arm", "seed", "state", "objective", "options", "score_kind", "config_hash",
                            "wall_time_s"]])),
         Paragraph(f"Report written by objbench {__version__} from the files of this study"
                   " directory alone."),

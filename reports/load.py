@@ -34,7 +34,7 @@ RESULT_COLUMNS = [
 ]
 ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "pooling", "item", "value"]
 RUN_COLUMNS = [
-    "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s",
+    "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s", "score_kind",
 ]
 
 _SEED_DIR = re.compile(r"seed(\d+)")
@@ -225,6 +225,7 @@ def _run_record(arm: str, seed: int, status: dict, label: str, problems: list[st
         "options": json.dumps(options, sort_keys=True) if options is not None else "",
         "config_hash": status.get("config_hash", ""),
         "wall_time_s": status.get("wall_time_s"),
+        "score_kind": status.get("score_kind") or "",  # how zero-shot tasks scored sentences
     }
 
 

@@ -33,9 +33,11 @@ ITEM_KEYS = ("task", "metric", "layer", "pooling", "item", "value")
 # rows that count what a reading cut, skipped or dropped (`objbench.tasks.admission`)
 READING_DIAGNOSTICS = ("sentences_truncated", "tokens_truncated", "sentences_skipped", "sentences_empty",
                        "words_dropped")
+# a zero-shot task's row (value 1) for a model whose objective has no sentence score
+NOT_APPLICABLE = "scoring_not_applicable"
 # rows that describe how a task read the data rather than how well a model did: reported,
 # never compared between arms
-DIAGNOSTIC_METRICS = frozenset({"best_layer", *READING_DIAGNOSTICS})
+DIAGNOSTIC_METRICS = frozenset({"best_layer", NOT_APPLICABLE, *READING_DIAGNOSTICS})
 
 
 class Options(BaseModel):

@@ -1,7 +1,7 @@
-"""Fine-tuning through the pooled position: a copy of the encoder plus a linear head, all trained.
+"""Fine-tuning through the pooled features: a copy of the encoder plus a linear head, all trained.
 
-The pooled position is the objective's declared ``pooling`` ([CLS] under bidirectional
-reading, the last token under causal reading), on inputs built by `TrainedModel.inputs` under
+The pooling is the objective's declared ``pooling`` ([CLS] under bidirectional reading, the
+last token under causal reading, or the mean over the text), on inputs built by `TrainedModel.inputs` under
 the objective's reading attention: single sentences ``[CLS] A`` or pairs
 ``[CLS] A [SEP] B [SEP]`` with segment ids. The run's own model is never modified.
 Learning rates come from a small fixed grid, picked on validation; test is read once.
@@ -63,7 +63,7 @@ def _forward(enc: Encoder, head: nn.Linear, model: TrainedModel, texts: list[Tex
     x = model.inputs(texts)
     dev = model.device
     hidden = enc(x.input_ids.to(dev), x.attn.to(dev), None, x.segment_ids.to(dev))
-    return head(hidden[torch.arange(len(texts), device=dev), x.pool_index.to(dev)])
+    return head(x.pool(hidden))
 
 
 def _train(model: TrainedModel, data: Labelled, n_classes: int | None, lr: float, epochs: int,

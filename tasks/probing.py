@@ -185,10 +185,11 @@ def pooled_features(model: TrainedModel, texts: Sequence[Text], mean: bool = Tru
     """``(N, n_layers + 1, D)`` features per pooling, from one forward pass per batch.
 
     Always the objective's declared pooling (``model.objective.pooling``); with ``mean`` also
-    the mean over text tokens, which reads every objective the same way.
+    the mean over text tokens, which reads every objective the same way (once, when the
+    declared pooling is already the mean).
     """
     cfg = model.cfg.model
-    names = [model.objective.pooling, *([MEAN] if mean else [])]
+    names = list(dict.fromkeys([model.objective.pooling, *([MEAN] if mean else [])]))
     out = {p: np.zeros((len(texts), cfg.n_layers + 1, cfg.d_model), np.float32) for p in names}
     order = np.argsort([len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts])
     dev = model.device
@@ -197,10 +198,6 @@ def pooled_features(model: TrainedModel, texts: Sequence[Text], mean: bool = Tru
         x = model.inputs([texts[i] for i in idx])
         layers = model.model(x.input_ids.to(dev), x.attn.to(dev), None, x.segment_ids.to(dev), all_layers=True)
         h = torch.stack(layers, 2).float().cpu()  # (B, T, L + 1, D)
-        out[names[0]][idx] = h[torch.arange(len(idx)), x.pool_index].numpy()
-        if mean:
-            pos = torch.arange(h.shape[1])
-            text = ((pos >= 1) & (pos < x.lengths[:, None])).float()  # skip [CLS] and padding
-            total = (h * text[:, :, None, None]).sum(1)
-            out[MEAN][idx] = (total / text.sum(1).clamp(min=1)[:, None, None]).numpy()
+        for name in names:
+            out[name][idx] = x.pool(h, name).numpy()
     return out

@@ -1,7 +1,9 @@
 """Zero-shot readings by sentence score: minimal pairs and cloze ranking.
 
 Scores come from `TrainedModel.score` (fp32, by the objective's own rule: exact or pseudo
-log-likelihood). A pair is right only if the good sentence scores strictly higher: a tie is an
+log-likelihood, or an estimated bound). An objective without a sentence score (``score_kind``
+``"none"``, e.g. ELECTRA) gets no score rows and one diagnostic row, ``scoring_not_applicable``
+(value 1), instead of an error; the n-gram baselines are scored all the same. A pair is right only if the good sentence scores strictly higher: a tie is an
 error, so a model that cannot tell the two apart scores 0, not 50%. Both the summed score
 (``acc_sum``) and the score per token (``acc_mean``) are kept, since the two sentences of a
 pair may tokenize to different lengths. A cloze item is right only if the original sentence
@@ -23,7 +25,7 @@ from objbench.harness.data import prepare_data
 from objbench.harness.errors import DataError
 from objbench.harness.integrity import file_digest
 from objbench.harness.reading import TrainedModel
-from objbench.tasks.base import TaskResult
+from objbench.tasks.base import NOT_APPLICABLE, TaskResult
 from objbench.tasks.ngram import KneserNey, baseline_models
 
 
@@ -53,11 +55,17 @@ def ngram_baselines(model: TrainedModel) -> dict[str, KneserNey]:
 
 
 def scorers(model: TrainedModel, desc: str) -> dict[str | None, Callable[[list[str]], tuple[np.ndarray, np.ndarray]]]:
-    """The model's own sentence score (key None) and each n-gram baseline's, on the same tokens."""
+    """The model's own sentence score (key None; absent when the objective has none) and each
+    n-gram baseline's, on the same tokens."""
     def ngram(lm: KneserNey) -> Callable:
         return lambda sentences: lm.score([model.ids(s) for s in sentences])
-    own = lambda sentences: model.score(sentences, desc=desc)  # noqa: E731
-    return {None: own, **{name: ngram(lm) for name, lm in ngram_baselines(model).items()}}
+    own = {} if model.objective.score_kind == "none" else {None: lambda sentences: model.score(sentences, desc=desc)}
+    return {**own, **{name: ngram(lm) for name, lm in ngram_baselines(model).items()}}
+
+
+def _mark_not_applicable(result: TaskResult, model: TrainedModel, n_items: int) -> None:
+    if model.objective.score_kind == "none":
+        result.add(NOT_APPLICABLE, 1, n_items, higher_is_better=False)
 
 
 def minimal_pairs(result: TaskResult, model: TrainedModel, good: Sequence[str], bad: Sequence[str],
@@ -65,6 +73,7 @@ def minimal_pairs(result: TaskResult, model: TrainedModel, good: Sequence[str], 
     """Score every pair once per scorer; add accuracy rows overall and per group, and each
     pair's correctness."""
     n = len(good)
+    _mark_not_applicable(result, model, n)
     for baseline, score in scorers(model, f"{result.task} pairs").items():
         sums, counts = score([*good, *bad])
         per_pair = pair_correct((sums[:n], counts[:n]), (sums[n:], counts[n:]))
@@ -76,6 +85,7 @@ def rank_candidates(result: TaskResult, model: TrainedModel, candidates: Sequenc
     """Score every item's candidate sentences once per scorer (summed score: the candidates are
     single words); add accuracy and mean reciprocal rank overall and per group, and each item's."""
     flat = [s for item in candidates for s in item]
+    _mark_not_applicable(result, model, len(candidates))
     for baseline, score in scorers(model, f"{result.task} candidates").items():
         sums, _ = score(flat)
         per_item = rank_correct(sums.reshape(len(candidates), -1), np.asarray(answers))

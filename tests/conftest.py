@@ -34,7 +34,7 @@ import pytest  # noqa: E402
 TINY = [
     "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.max_len=160",
     "data.corpus=ptb", "data.vocab_size=1000", "data.block_size=32", "data.val_blocks=8",
-    "train.batch_size=8", "train.eval_points=2", "train.threads=2", "budget.steps=4",
+    "train.batch_size=8", "train.eval_points=2", "train.threads=1", "budget.steps=4",
 ]
 
 

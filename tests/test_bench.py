@@ -32,7 +32,8 @@ def test_throughput_tiny_round(tmp_path):
     throughput.main(["--size", "tiny", "--rounds", "1", "--warmup", "1", "--threads", "1", "--out", str(out)])
     res = json.loads(out.read_text())
     assert set(res["contenders"]) == {"ob-mlm", "hf-bert", "hf-bert-default", "ob-clm", "hf-gpt2",
-                                      "hf-gpt2-default", "ob-mar-0.15", "ob-mar-1.0"}
+                                      "hf-gpt2-default", "ob-mar-0.15", "ob-mar-1.0", "ob-mntp", "ob-electra",
+                                      "ob-electra-generator", "ob-mlm-0.5", "ob-mdlm"}
     for name, c in res["contenders"].items():
         for key in ("tokens_per_s_min", "tokens_per_s_median", "tokens_per_s_max", "step_s_median",
                     "useful_flops_per_step", "executed_flops_per_step", "useful_mfu"):
@@ -75,7 +76,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
                            "--steps", "2", "--warmup", "1", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["bf16"]["ok"] and res["leakage"]["ok"]
-    assert set(res["leakage"]["objectives"]) >= {"mlm", "clm", "masked-ar"}
+    assert set(res["leakage"]["objectives"]) >= {"mlm", "clm", "masked-ar", "mntp", "electra", "mdlm"}
     arms = res["throughput"]["arms"]
     assert len(arms) == 4 and all(positive(a["tokens_per_s"]) and positive(a["useful_mfu"]) for a in arms.values())
 

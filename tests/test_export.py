@@ -80,8 +80,7 @@ def test_exported_model_equals_objbench(objective, exported):
         torch.testing.assert_close(theirs.logits, ours.model.logits(layers[-1]), atol=1e-5, rtol=0)
         # the pooled state, at every layer, is objbench's sentence feature
         features = torch.from_numpy(ours.sentence_features(texts))
-        rows = torch.arange(len(texts))
-        per_layer = torch.stack([h[rows, x.pool_index] for h in pooled.hidden_states], 1)
+        per_layer = torch.stack([x.pool(h) for h in pooled.hidden_states], 1)
         torch.testing.assert_close(per_layer, features, atol=1e-5, rtol=0)
         torch.testing.assert_close(pooled.pooler_output, features[:, -1], atol=1e-5, rtol=0)
 
@@ -157,10 +156,10 @@ def test_export_refuses_bad_step_foreign_folder_and_unexpressible_reading(tiny_r
     # an earlier export is replaced in place
     out = export_run(run, tmp_path / "again")
     assert export_run(run, out) == out and not (tmp_path / "again.tmp").exists()
-    monkeypatch.setattr(MaskedLM, "pooling", "mean")
-    with pytest.raises(ExportError, match="pooling 'mean'"):
-        export_run(run, tmp_path / "mean")
-    assert not (tmp_path / "mean").exists()
+    monkeypatch.setattr(MaskedLM, "reading_attention", "anticausal")
+    with pytest.raises(ExportError, match="attention 'anticausal'"):
+        export_run(run, tmp_path / "anticausal")
+    assert not (tmp_path / "anticausal").exists()
 
 
 def test_card_of_a_study_run_holds_its_results(tmp_path):

@@ -41,6 +41,25 @@ def test_loss_and_grads_equal_the_unfused_head():
         torch.testing.assert_close(a, t.grad, atol=1e-12, rtol=1e-12, msg=name)
 
 
+@pytest.mark.usefixtures("small_chunks")
+def test_weighted_loss_and_grads_equal_the_weighted_unfused_head():
+    """Per-target weights (masked diffusion's 1/t) scale each row's loss and its gradients."""
+    hidden, weight, bias, targets = inputs(torch.float64, seed=6)
+    w = torch.rand(N, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 10
+    w[3] = 0.0  # a weight of zero removes its row
+    got = linear_cross_entropy(hidden, weight, bias, targets, w)
+    (1.5 * got).backward()
+    fused_grads = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    want = (w * F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="none")).sum()
+    (1.5 * want).backward()
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    for name, a, t in zip(("hidden", "weight", "bias"), fused_grads, (hidden, weight, bias), strict=True):
+        torch.testing.assert_close(a, t.grad, atol=1e-12, rtol=1e-12, msg=name)
+    assert torch.count_nonzero(fused_grads[0][3]) == 0
+
+
 def test_chunking_does_not_change_the_loss(monkeypatch):
     hidden, weight, bias, targets = inputs(torch.float64, seed=1)
     one_chunk = linear_cross_entropy(hidden, weight, bias, targets)

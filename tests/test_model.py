@@ -14,8 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from objbench.harness.config import ModelConfig
 from objbench.harness.flops import forward_flops, train_flops
 from objbench.harness.model import Encoder, query_rows
-from objbench.harness.trainer import batch_flops, loss_sum
-from objbench.objectives.base import IGNORE, attention_matrix
+from objbench.objectives.base import IGNORE, attention_matrix, token_loss, token_loss_flops
 from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
@@ -91,7 +90,7 @@ def test_sparse_head_loss_and_grads_equal_full_head(name):
     """Applying the head only where targets exist changes nothing but the cost."""
     batch = make_objective(name).make_batch(random_blocks(3, 12, seed=4), torch.Generator().manual_seed(5))
     sparse_model, full_model = tiny_encoder(), tiny_encoder()
-    s, n = loss_sum(sparse_model, batch)
+    s, n = token_loss(sparse_model, batch), batch.n_targets
     s.backward()
     hidden = full_model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids)
     logits = full_model.logits(hidden)  # (B, T', V): every position
@@ -122,11 +121,11 @@ def test_flops_equal_the_matmuls_a_training_step_runs(name, sparse_queries):
     batch = make_objective(name).make_batch(random_blocks(2, 20, seed=6), torch.Generator().manual_seed(7))
     assert (query_rows(batch.targets != IGNORE) is not None) == sparse_queries
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        s, n = loss_sum(model, batch)
+        s, n = token_loss(model, batch), batch.n_targets
         s.backward()
-    assert counter.get_total_flops() == batch_flops(model.cfg, VOCAB_SIZE, batch)
+    assert counter.get_total_flops() == token_loss_flops(model.cfg, VOCAB_SIZE, batch)
     B, T = batch.input_ids.shape
-    assert (batch_flops(model.cfg, VOCAB_SIZE, batch) < train_flops(model.cfg, VOCAB_SIZE, B, T, n)) == sparse_queries
+    assert (token_loss_flops(model.cfg, VOCAB_SIZE, batch) < train_flops(model.cfg, VOCAB_SIZE, B, T, n)) == sparse_queries
 
 
 @pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
@@ -167,9 +166,9 @@ def test_compiled_encoder_matches_eager():
     model = tiny_encoder().float()
     batch = make_objective("mlm").make_batch(random_blocks(2, 20, seed=8), torch.Generator().manual_seed(9))
     with torch.no_grad():
-        eager, _ = loss_sum(model, batch)
+        eager = token_loss(model, batch)
         try:
-            compiled, _ = loss_sum(torch.compile(model, dynamic=False), batch)
+            compiled = token_loss(torch.compile(model, dynamic=False), batch)
         except Exception as exc:  # no C++ toolchain, unsupported CPU, ...: say which
             pytest.skip(f"torch.compile does not work on this machine: {type(exc).__name__}: {exc}"[:400])
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from objbench.objectives.base import IGNORE
-from tests.helpers import make_objective, random_blocks
-from tests.test_objectives_contract import measured_visibility
+from tests.helpers import VOCAB_SIZE, all_specials, make_objective, random_blocks, tiny_encoder
 
 T = 12
+
+
+def logits_of(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model.logits(model(batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids))
+
+
+def measured_visibility(obj, blocks: torch.Tensor, seed: int) -> tuple[torch.Tensor, object]:
+    """Bool (B, T', T): does the output at position i (any position, not only targets) change
+    when clean token j changes?"""
+    model = tiny_encoder()
+    base = obj.make_batch(blocks, torch.Generator().manual_seed(seed))
+    ref = logits_of(model, base)
+    vis = torch.zeros(*base.input_ids.shape, blocks.shape[1], dtype=torch.bool)
+    n_special = len(all_specials())
+    for j in range(blocks.shape[1]):
+        pert = blocks.clone()
+        pert[:, j] = (blocks[:, j] - n_special + 1) % (VOCAB_SIZE - n_special) + n_special
+        vis[:, :, j] = (logits_of(model, obj.make_batch(pert, torch.Generator().manual_seed(seed))) - ref).abs().amax(-1) > 1e-10
+    return vis, base
 
 
 def visible_sets(name: str, seed: int = 0, **options):
@@ -55,8 +75,9 @@ def test_masked_ar_small_r_sees_unmasked_context_and_earlier_spans_only():
         assert seen - unmasked <= masked  # plus only masked tokens decoded before it
 
 
-def test_mlm_mask_only_sees_every_unmasked_token_and_no_masked_one():
-    sets, _, _ = visible_sets("mlm", mask_rate=0.3, p_mask=1.0, p_random=0.0, p_keep=0.0)
+@pytest.mark.parametrize("name", ["mlm", "mntp"])
+def test_mask_only_sees_every_unmasked_token_and_no_masked_one(name):
+    sets, _, _ = visible_sets(name, mask_rate=0.3, p_mask=1.0, p_random=0.0, p_keep=0.0)
     for b in (0, 1):
         masked = {k for r, k, _ in sets if r == b}
         for r, k, seen in sets:
@@ -116,3 +137,17 @@ def test_masked_ar_scoring_choice_follows_its_training():
     # joint: one left-to-right pass where token k sees exactly the tokens before it
     joint = make_objective("masked-ar", r=1.0, order="left-to-right").score_rows(tokens)
     assert (joint.targets[0] != IGNORE).sum() == 6
+
+
+def test_mntp_predicts_each_masked_token_from_the_position_before_it():
+    blocks = random_blocks(8, T, seed=14)
+    mlm = make_objective("mlm", mask_rate=0.3).make_batch(blocks, torch.Generator().manual_seed(3))
+    mntp = make_objective("mntp", mask_rate=0.3).make_batch(blocks, torch.Generator().manual_seed(3))
+    assert torch.equal(mntp.input_ids, mlm.input_ids)  # the same masking, draw for draw
+    b, i = torch.nonzero(mntp.targets != IGNORE, as_tuple=True)
+    assert torch.equal(mntp.target_source[b, i], i)  # clean index k sits at k + 1, predicted at k
+    assert torch.equal(mlm.targets[b, i + 1], mntp.targets[b, i])
+    assert mntp.n_targets == mlm.n_targets and (mntp.targets[:, 0] != IGNORE).any()  # [CLS] predicts token 0
+    rows = make_objective("mntp").score_rows(blocks[0, :5])
+    assert rows.target_source[rows.targets != IGNORE].tolist() == [0, 1, 2, 3, 4]
+    assert (rows.input_ids[torch.arange(5), torch.arange(5) + 1] == make_objective("mntp").vocab["[MASK]"]).all()

@@ -361,3 +361,33 @@ def test_a_reference_copy_holds_the_text_and_tables_but_no_figures(report, tmp_p
     assert "![" not in copy and "figures/primary.png" in copy
     assert copy.split("## Figures")[0] == original.split("## Figures")[0]
     assert pd.read_csv(tmp_path / "ref" / "summary.csv").equals(pd.read_csv(root / "summary.csv"))
+
+
+def test_score_kinds_are_labelled_and_an_arm_without_a_score_is_not_applicable(tmp_path):
+    """Runs record how zero-shot tasks scored sentences; an arm whose objective has none (ELECTRA)
+    reports scoring_not_applicable instead of acc_sum, and the primary table says so."""
+    root = write_study(tmp_path / "toy")
+    kinds = {"mlm": "pseudo", "clm": "none", EVIL_ARM: "bound"}
+    for arm, kind in kinds.items():
+        for seed in SEEDS:
+            run = root / "runs" / arm / f"seed{seed}"
+            status = json.loads((run / "status.json").read_text())
+            (run / "status.json").write_text(json.dumps({**status, "score_kind": kind}))
+            if kind == "none" and (run / "results.jsonl").exists():
+                rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()
+                        if line.strip().endswith("}")]
+                rows = [r if r["metric"] != "acc_sum" else {**r, "metric": "scoring_not_applicable", "value": 1.0,
+                                                            "higher_is_better": False} for r in rows]
+                _jsonl(run / "results.jsonl", rows)
+                items = [json.loads(line) for line in (run / "items.jsonl").read_text().splitlines()]
+                _jsonl(run / "items.jsonl", [i for i in items if i["metric"] != "acc_sum"])
+    with pytest.warns(ReportWarning):
+        build_report(root, n_boot=200)
+    table = _table_after((root / "report.md").read_text(), "## Primary results")
+    header, *rows = table
+    by_result = {row[0]: dict(zip(header, row)) for row in rows if row[0] != "---"}
+    assert by_result["sentence score"]["mlm"] == "pseudo" and by_result["sentence score"]["clm"] == "none"
+    assert by_result["sentence score"][md_escape(EVIL_ARM)] == "bound"
+    agreement = next(v for k, v in by_result.items() if k.startswith("agreement"))
+    assert agreement["clm"] == "not applicable: no sentence score"
+    assert agreement["mlm"][0].isdigit()

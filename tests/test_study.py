@@ -65,6 +65,7 @@ def test_tiny_study_end_to_end_cached_and_resumed(tmp_path, monkeypatch):
         run_study(study, out)
     monkeypatch.setattr(Trainer, "train_step", real_step)
     assert json.loads((out / "runs/mlm/seed1/status.json").read_text())["state"] == "done"
+    assert json.loads((out / "runs/mlm/seed1/status.json").read_text())["score_kind"] == "pseudo"
     assert json.loads((out / "runs/clm/seed0/status.json").read_text())["state"] == "running"
 
     trained = []
@@ -103,6 +104,7 @@ def test_failing_run_is_reported_and_others_finish(tmp_path):
     assert status["state"] == "failed" and "boom inside a plugin" in status["error"]
     assert "boom inside a plugin" in (out / "runs/exploding/seed0/error.log").read_text()
     assert json.loads((out / "runs/mlm/seed1/status.json").read_text())["state"] == "done"
+    assert json.loads((out / "runs/mlm/seed1/status.json").read_text())["score_kind"] == "pseudo"
     assert "boom inside a plugin" in (out / "report.md").read_text()
 
 

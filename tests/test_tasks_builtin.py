@@ -12,7 +12,7 @@ from objbench.harness.errors import DataError
 from objbench.harness.reading import TrainedModel
 from objbench.harness.registry import OBJECTIVES, TASKS
 from objbench.tasks import probe_data
-from objbench.tasks.base import READING_DIAGNOSTICS
+from objbench.tasks.base import NOT_APPLICABLE, READING_DIAGNOSTICS
 from objbench.tasks.base import ITEM_KEYS, ROW_KEYS, Task
 
 FAST = {"epochs": 1, "lrs": [1e-3], "max_iter": 50}
@@ -40,7 +40,7 @@ def test_the_built_in_tasks_are_registered():
         assert issubclass(cls, Task) and cls.description and "\n" not in cls.description
 
 
-@pytest.mark.parametrize("objective", ["mlm", "clm"])
+@pytest.mark.parametrize("objective", ["mlm", "clm", "electra"])  # electra: modules, no sentence score
 @pytest.mark.parametrize("name", OFFLINE)
 def test_task_runs_end_to_end(tiny_run, name, objective):
     model = TrainedModel(tiny_run(objective))
@@ -143,4 +143,6 @@ def test_every_objective_is_read_by_its_own_rules(tiny_run, objective):
     rows = build("sentiment", readings=["probe"], mean_pooling=False).run(model, seed=0).rows
     assert {r["pooling"] for r in rows} == {model.objective.pooling, None}
     rows = build("agreement", max_per_phenomenon=1).run(model, seed=0).rows
-    assert {r["metric"] for r in rows if "@" not in r["metric"]} - set(READING_DIAGNOSTICS) == {"acc_sum", "acc_mean"}
+    scored = {r["metric"] for r in rows if "@" not in r["metric"]} - set(READING_DIAGNOSTICS)
+    assert scored == ({NOT_APPLICABLE} if model.objective.score_kind == "none" else {"acc_sum", "acc_mean"})
+    assert any(r["metric"] == "acc_sum@unigram" for r in rows)  # baselines whatever the objective

@@ -90,8 +90,9 @@ def test_pair_features_are_symmetric():
     assert pair_features(a, b).shape == (5, 3, 8)
 
 
-@pytest.mark.parametrize("objective", ["mlm", "clm"])
+@pytest.mark.parametrize("objective", ["mlm", "clm", "mntp"])
 def test_pooled_features_read_the_objective_s_position(tiny_run, objective):
+    """The declared pooling and the mean, read once each (mntp declares the mean itself)."""
     model = TrainedModel(tiny_run(objective))
     texts = ["the market fell sharply", "a", ("shares rose", "the company said")]
     feats = pooled_features(model, texts, mean=True, batch_size=2)

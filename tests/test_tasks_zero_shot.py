@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from objbench.harness.errors import ScoringNotApplicable
 from objbench.harness.reading import TrainedModel
-from objbench.tasks.base import TaskResult
+from objbench.tasks.base import DIAGNOSTIC_METRICS, NOT_APPLICABLE, TaskResult
 from objbench.tasks.zero_shot import minimal_pairs, pair_correct, rank_candidates, rank_correct
 
 # different lengths, so the packed batches in `score` carry padding
@@ -52,6 +53,23 @@ def test_ties_are_errors():
     sums, counts = np.array([-5.0, -4.0, -6.0]), np.array([2, 2, 3])
     ok = pair_correct((sums, counts), (sums.copy(), counts.copy()))
     assert not ok["acc_sum"].any() and not ok["acc_mean"].any()
+
+
+def test_an_objective_without_a_score_gets_a_diagnostic_row_and_its_baselines(tiny_run):
+    model = TrainedModel(tiny_run("electra"))
+    with pytest.raises(ScoringNotApplicable, match="electra"):
+        model.score(SENTENCES)
+    good = ["the market fell", "shares rose today", "the bank said"]
+    bad = ["fell market the", "today rose shares", "said bank the"]
+    result = TaskResult("pairs")
+    minimal_pairs(result, model, good, bad, ["a", "b", "a"], ["p1", "p2", "p3"])
+    rank_candidates(result, model, [good, bad], [0, 1], ["a", "b"], ["c1", "c2"])
+    not_applicable = [r for r in result.rows if r["metric"] == NOT_APPLICABLE]
+    assert [(r["value"], r["n"], r["higher_is_better"]) for r in not_applicable] == [(1.0, 3, False), (1.0, 2, False)]
+    assert NOT_APPLICABLE in DIAGNOSTIC_METRICS
+    scored = {r["metric"] for r in result.rows} - {NOT_APPLICABLE}
+    assert scored and all("@" in m for m in scored)  # the n-gram baselines, scored all the same
+    assert all("@" in i["metric"] for i in result.items)
 
 
 def test_summed_and_length_normalised_scores_can_disagree():
@@ -133,7 +151,7 @@ def test_ngram_baselines_score_the_tokens_the_model_reads(tiny_run):
     assert by["acc_sum@trigram"] == 1.0
 
 
-@pytest.mark.parametrize("objective", ["mlm", "clm"])
+@pytest.mark.parametrize("objective", ["mlm", "clm", "electra"])
 def test_reading_adds_nothing_training_did_not_see(tiny_run, objective):
     model = TrainedModel(tiny_run(objective))
     x = model.inputs(["the market fell"])

@@ -13,6 +13,7 @@ from objbench.harness.checkpoint import checkpoints
 from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.errors import ConfigError, PluginError, TrainingDiverged
 from objbench.harness.trainer import Trainer
+from objbench.objectives import base as objective_base
 from tests.conftest import TINY
 
 
@@ -35,7 +36,7 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("objective", ["mlm", "masked-ar"])
+@pytest.mark.parametrize("objective", ["mlm", "masked-ar", "mntp", "mdlm", "electra"])
 def test_resume_after_interruption_is_bit_identical(tmp_path, objective):
     cfg = config(objective, "budget.steps=6", "train.checkpoint_every=1", "train.grad_accum=2")
     Trainer(cfg, tmp_path / "full", progress=False).run()
@@ -62,11 +63,27 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
     assert metrics(tmp_path / "a")[-1]["loss"] != metrics(tmp_path / "c")[-1]["loss"]
 
 
-@pytest.mark.parametrize("objective", ["mlm", "clm", "masked-ar"])
+@pytest.mark.parametrize("objective", ["mlm", "clm", "masked-ar", "mntp", "mdlm", "electra"])
 def test_validation_loss_falls(tmp_path, objective):
     Trainer(config(objective, "budget.steps=40", "train.lr=3e-3"), tmp_path, progress=False).run()
     vals = [m["val_loss"] for m in metrics(tmp_path) if "val_loss" in m]
-    assert vals[-1] < 0.9 * vals[0], vals  # from ~ln(1000) = 6.9 nats
+    assert vals[-1] < 0.9 * vals[0], vals  # from ~ln(1000) = 6.9 nats (electra: 6.9 + 50 ln 2)
+
+
+def test_an_objective_s_modules_are_trained_checkpointed_and_counted(tmp_path):
+    """ELECTRA's generator and binary head: optimized with the encoder, saved under objective.,
+    in the parameter count, and their losses logged every step."""
+    Trainer(config("electra", "budget.steps=4"), tmp_path, progress=False).run()
+    first, last = checkpoints(tmp_path)[0], checkpoints(tmp_path)[-1]
+    a, b = (load_file(str(c / "model.safetensors")) for c in (first, last))
+    own = [k for k in b if k.startswith("objective.")]
+    assert {k.split(".")[1] for k in own} == {"generator", "head"} and "tok.weight" in b
+    assert all(not torch.equal(a[k], b[k]) for k in own if k.endswith("weight") and "seg" not in k)
+    rows = metrics(tmp_path)
+    n_own = sum(b[k].numel() for k in own)
+    assert rows[0]["objective_params"] == n_own and rows[0]["params"] == sum(t.numel() for t in b.values())
+    assert all(0 < r["generator_loss"] and 0 < r["discriminator_loss"] for r in rows[1:])
+    assert all(r["targets"] > r["tokens"] for r in rows[1:])  # every text position, plus the masked ones
 
 
 def test_counters_and_token_budget(tmp_path):
@@ -81,19 +98,38 @@ def test_counters_and_token_budget(tmp_path):
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    real = trainer_mod.loss_sum
+    real = objective_base.token_loss
     calls = {"n": 0}
 
     def poisoned(model, batch):
         calls["n"] += 1
-        s, n = real(model, batch)
-        return (s * float("nan") if calls["n"] > 3 + 1 else s), n  # +1: the step-0 validation
+        s = real(model, batch)
+        return s * float("nan") if calls["n"] > 3 + 1 else s  # +1: the step-0 validation
 
-    monkeypatch.setattr(trainer_mod, "loss_sum", poisoned)
+    monkeypatch.setattr(objective_base, "token_loss", poisoned)
     cfg = config("clm", "budget.steps=6", "train.checkpoint_every=1", "data.val_blocks=8")
     with pytest.raises(TrainingDiverged, match="step"):
         Trainer(cfg, tmp_path, progress=False).run()
     assert checkpoints(tmp_path), "the last good checkpoint is kept"
+
+
+def test_every_micro_batch_s_applied_rates_are_logged(tmp_path):
+    trainer = Trainer(config("mdlm", "train.grad_accum=4"), tmp_path, progress=False)
+    rates = [b.stats["mask_rate_applied"] for b in trainer.micro_batches(0)]
+    assert len(set(rates)) == 4  # each micro-batch draws its own rates
+    assert trainer.train_step()["mask_rate_applied"] == pytest.approx(sum(rates) / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("objective, options, message", [
+    ("electra", {"generator_width": 1.5}, r"generator_width: .*less than or equal to 1"),
+    ("electra", {"disc_weight": 0}, r"disc_weight: .*greater than 0"),
+    ("mdlm", {"eps": 1.0}, r"eps: .*less than 1"),
+    ("mdlm", {"score_samples": 0}, r"score_samples: .*greater than or equal to 1"),
+    ("mntp", {"p_mask": 0.5}, r"p_mask \+ p_random \+ p_keep must be 1"),
+])
+def test_new_objectives_validate_their_options(objective, options, message):
+    with pytest.raises(ConfigError, match=message):
+        trainer_mod.resolve(validate(RunConfig, {"objective": objective, "options": options}))
 
 
 def test_config_errors_name_the_key_and_what_is_allowed():

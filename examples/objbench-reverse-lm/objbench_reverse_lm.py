@@ -13,8 +13,9 @@ from objbench.objectives.base import Objective, ObjectiveBatch
 
 class ReverseCausalLM(Objective):
     description = "right-to-left LM: position i sees tokens i+1.. and predicts token i"
-    reading_attention = "bidirectional"
-    pooling = "cls"
+    reading_attention = "anticausal"  # as trained: each position sees itself and what follows
+    pooling = "cls"  # position 0 then sees the whole sentence
+    score_kind = "exact"
     score_method = "exact right-to-left log-likelihood"
 
     def _rows(self, tokens: torch.Tensor) -> ObjectiveBatch:

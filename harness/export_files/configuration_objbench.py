@@ -11,8 +11,8 @@ class ObjbenchConfig(PretrainedConfig):
     """objbench's ``model`` settings under transformers' names, plus the objective's reading.
 
     ``reading_attention`` ("bidirectional" or "causal") is the attention pattern the objective
-    reads features and scores under; ``pooling`` ("cls" or "last") is the position whose final
-    state is the sentence representation (``pooler_output``).
+    reads features and scores under; ``pooling`` ("cls", "last" or "mean" over the text tokens)
+    gives the sentence representation (``pooler_output``) from the final states.
     """
 
     model_type = "objbench"

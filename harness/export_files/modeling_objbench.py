@@ -78,8 +78,8 @@ class ObjbenchModel(ObjbenchPreTrainedModel):
         if config.reading_attention not in ("bidirectional", "causal"):
             raise ValueError(f"reading_attention must be 'bidirectional' or 'causal', "
                              f"not {config.reading_attention!r}")
-        if config.pooling not in ("cls", "last"):
-            raise ValueError(f"pooling must be 'cls' or 'last', not {config.pooling!r}")
+        if config.pooling not in ("cls", "last", "mean"):
+            raise ValueError(f"pooling must be 'cls', 'last' or 'mean', not {config.pooling!r}")
         d = config.hidden_size
         self.tok = nn.Embedding(config.vocab_size, d)
         self.pos = nn.Embedding(config.max_position_embeddings, d)
@@ -135,12 +135,20 @@ class ObjbenchModel(ObjbenchPreTrainedModel):
         return F.linear(hidden, self.tok.weight, self.head_bias)
 
     def pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """The state at the pooling position: the first real token ([CLS]) or the last one."""
+        """The sentence state: at the first real token ([CLS]), at the last one, or the mean over
+        the real tokens after [CLS] (padding may be on either side)."""
         B, T = hidden.shape[:2]
+        rows = torch.arange(B, device=hidden.device)
         real = torch.ones(B, T, dtype=torch.int, device=hidden.device) if attention_mask is None \
             else attention_mask.int()
-        index = real.argmax(1) if self.config.pooling == "cls" else T - 1 - real.flip(1).argmax(1)
-        return hidden[torch.arange(B, device=hidden.device), index]
+        first = real.argmax(1)
+        if self.config.pooling == "mean":
+            text = real.clone()
+            text[rows, first] = 0
+            weights = text.to(hidden.dtype)[..., None]
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        index = first if self.config.pooling == "cls" else T - 1 - real.flip(1).argmax(1)
+        return hidden[rows, index]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
