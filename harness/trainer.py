@@ -36,10 +36,11 @@ from objbench.harness.errors import (
 )
 from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
-from objbench.harness.model import Encoder, query_rows
+from objbench.harness.model import Encoder
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
+from objbench.objectives.draws import RowGenerator
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
 
@@ -98,9 +99,10 @@ def pick_device(cfg: RunConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
-    """Per-(seed, step) randomness: never the global RNG, never shared across ranks."""
-    return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+def row_seeds(seed: int, step: int, batch_size: int) -> np.ndarray:
+    """One seed per row of the global batch at ``step``, by its index there: never the global
+    RNG, and the same whichever rank or micro-batch the row lands in."""
+    return np.random.SeedSequence([seed, step]).generate_state(batch_size, np.uint64)
 
 
 def loss_sum(model: Encoder, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
@@ -112,11 +114,15 @@ def loss_sum(model: Encoder, batch: ObjectiveBatch) -> tuple[torch.Tensor, int]:
     return loss, int(keep.sum())
 
 
-def batch_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
-    """What ``loss_sum`` and its backward cost on this batch."""
-    rows = query_rows(batch.targets != IGNORE)
-    return train_flops(cfg, vocab_size, *batch.input_ids.shape, batch.n_targets,
-                       None if rows is None else rows.shape[1])
+def batch_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch, pad_id: int) -> float:
+    """What ``loss_sum`` and its backward cost on this batch, each row counted as it runs alone:
+    at its own length, its last block at its own targets (`query_rows` of that row). Padding to
+    the batch's longest row never counts, so how rows are grouped into ranks and micro-batches
+    never changes the count (nor a FLOPs budget's stopping point)."""
+    lengths = (batch.input_ids != pad_id).sum(1).tolist()
+    targets = (batch.targets != IGNORE).sum(1).tolist()
+    return sum(train_flops(cfg, vocab_size, 1, n, t, t if 0 < 2 * t <= n else None)
+               for n, t in zip(lengths, targets))
 
 
 class SparseLoss(torch.nn.Module):
@@ -144,6 +150,11 @@ class Trainer:
         self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
+        t = self.cfg.train
+        if t.batch_size < self.world * t.grad_accum:
+            raise ConfigError(f"train.batch_size={t.batch_size} gives {self.world} processes x "
+                              f"train.grad_accum={t.grad_accum} micro-batches less than one row "
+                              f"each: raise train.batch_size to at least {self.world * t.grad_accum}")
         self.data = data or prepare_data(self.cfg.data, self.cfg.train.batch_size)
         self.objective = build_objective(self.cfg, self.data.vocab)
         self.device = pick_device(self.cfg)
@@ -189,13 +200,18 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[ObjectiveBatch]:
+        """This rank's share of the global batch at ``step``, in ``grad_accum`` micro-batches.
+
+        Each row draws from its own generator, seeded by its index in the global batch
+        (`RowGenerator`), so the split over ranks and micro-batches never changes a mask."""
         t = self.cfg.train
         rows = batch_rows(len(self.data.train), t.batch_size, step, self.cfg.seed)
-        mine = rows[self.rank::self.world]
+        seeds = row_seeds(self.cfg.seed, step, t.batch_size)
+        mine = np.arange(t.batch_size)[self.rank::self.world]  # indices in the global batch
         out = []
-        for micro, part in enumerate(np.array_split(mine, t.grad_accum)):
-            blocks = torch.from_numpy(self.data.train[np.sort(part)].astype(np.int64))
-            gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, micro, self.rank))
+        for part in np.array_split(mine, t.grad_accum):
+            blocks = torch.from_numpy(self.data.train[rows[part]].astype(np.int64))
+            gen = RowGenerator(seeds[part].tolist(), seed=int(seeds[part[0]]))
             out.append(self.objective.make_batch(blocks, gen))
         return out
 
@@ -212,7 +228,7 @@ class Trainer:
         pad = self.data.vocab["[PAD]"]
         local = [sum(b.n_targets for b in batches),
                  sum(int((b.input_ids != pad).sum()) for b in batches),
-                 sum(batch_flops(self.cfg.model, self.data.vocab.size, b) for b in batches)]
+                 sum(batch_flops(self.cfg.model, self.data.vocab.size, b, pad) for b in batches)]
         n_targets, n_inputs, flops = self._global_sum(local)
         cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
                 "flops": flops}

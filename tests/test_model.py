@@ -15,8 +15,8 @@ from objbench.harness.config import ModelConfig
 from objbench.harness.flops import forward_flops, train_flops
 from objbench.harness.model import Encoder, query_rows
 from objbench.harness.trainer import batch_flops, loss_sum
-from objbench.objectives.base import IGNORE, attention_matrix
-from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder
+from objbench.objectives.base import IGNORE, ObjectiveBatch, attention_matrix
+from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder, tiny_vocab
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
@@ -114,19 +114,35 @@ def test_flops_pinned_by_hand():
     assert train_flops(cfg, vocab_size=10, batch=2, seq_len=4, n_targets=3) == 3 * (18432 + 480)
 
 
+def one_row(batch: ObjectiveBatch, b: int, pad_id: int) -> ObjectiveBatch:
+    """Row ``b`` of a batch alone, its padding cut off."""
+    n = int((batch.input_ids[b] != pad_id).sum())
+    attn = batch.attn if isinstance(batch.attn, str) else batch.attn[b:b + 1, :n, :n]
+    cut = lambda t: None if t is None else t[b:b + 1, :n]
+    return ObjectiveBatch(cut(batch.input_ids), cut(batch.targets), attn, cut(batch.source_index),
+                          cut(batch.target_source), cut(batch.position_ids), cut(batch.segment_ids))
+
+
 @pytest.mark.parametrize("name, sparse_queries", [("mlm", True), ("clm", False), ("masked-ar", True)])
-def test_flops_equal_the_matmuls_a_training_step_runs(name, sparse_queries):
-    """flops.py counts what runs: checked against torch's FLOP counter on the math SDPA path
-    (the CPU flash kernel is not registered with the counter; the math path is plain bmm)."""
+def test_flops_equal_the_matmuls_each_row_runs_alone(name, sparse_queries):
+    """flops.py counts what runs, row by row: checked against torch's FLOP counter on the math
+    SDPA path (the CPU flash kernel is not registered with the counter; the math path is plain
+    bmm). Each row counts as it runs alone, so padding to the batch's longest row (masked-ar
+    rows differ in length) is not counted and batching never changes the total."""
     model = tiny_encoder().float()
-    batch = make_objective(name).make_batch(random_blocks(2, 20, seed=6), torch.Generator().manual_seed(7))
+    pad = tiny_vocab()["[PAD]"]
+    batch = make_objective(name).make_batch(random_blocks(3, 20, seed=6), torch.Generator().manual_seed(3))
     assert (query_rows(batch.targets != IGNORE) is not None) == sparse_queries
+    lengths = (batch.input_ids != pad).sum(1)
+    assert (len(set(lengths.tolist())) > 1) == (name == "masked-ar")  # padding to exclude
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        s, n = loss_sum(model, batch)
-        s.backward()
-    assert counter.get_total_flops() == batch_flops(model.cfg, VOCAB_SIZE, batch)
+        for b in range(3):
+            s, n = loss_sum(model, one_row(batch, b, pad))
+            s.backward()
+    assert counter.get_total_flops() == batch_flops(model.cfg, VOCAB_SIZE, batch, pad)
     B, T = batch.input_ids.shape
-    assert (batch_flops(model.cfg, VOCAB_SIZE, batch) < train_flops(model.cfg, VOCAB_SIZE, B, T, n)) == sparse_queries
+    dense = train_flops(model.cfg, VOCAB_SIZE, B, T, batch.n_targets)
+    assert (batch_flops(model.cfg, VOCAB_SIZE, batch, pad) < dense) == sparse_queries
 
 
 @pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
