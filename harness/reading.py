@@ -27,7 +27,7 @@ from objbench.harness.errors import CheckpointError, DamagedCheckpoint, EmptyInp
 from objbench.harness.integrity import file_digest
 from objbench.harness.model import Encoder
 from objbench.harness.tokenizer import vocab_of
-from objbench.harness.trainer import build_objective, pick_device
+from objbench.harness.trainer import Trainer, build_objective, pick_device
 from objbench.objectives.base import IGNORE, Objective, attention_matrix, collate, special_tokens
 
 Text = str | tuple[str, str]  # a sentence, or a pair read as [CLS] A [SEP] B [SEP]
@@ -95,6 +95,20 @@ class TrainedModel:
             raise ckpt.for_reader(exc, self.run_dir, asked=checkpoint is not None) from None
         self.device = pick_device(self.cfg)
         self.objective: Objective = build_objective(self.cfg, self.vocab)
+        self._ready()
+
+    @classmethod
+    def from_trainer(cls, trainer: Trainer) -> TrainedModel:
+        """The model a `Trainer` holds after ``run()``, read in memory: its weights are those of
+        the run's newest checkpoint, so nothing is rebuilt or read back from disk."""
+        self = cls.__new__(cls)
+        self.run_dir, self.cfg, self.checkpoint = trainer.out, trainer.cfg, ckpt.checkpoints(trainer.out)[-1]
+        self.tokenizer, self.vocab = trainer.data.tokenizer, trainer.data.vocab
+        self.model, self.objective, self.device = trainer.model, trainer.objective, trainer.device
+        self._ready()
+        return self
+
+    def _ready(self) -> None:
         self.model.to(self.device).eval()
         max_len = self.cfg.model.max_len
         #: the longest sentence read (tokens after [CLS]), for features and scores alike: the

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import batch_rows
-from objbench.harness.config import ModelConfig, RunConfig, validate
+from objbench.harness.config import ModelConfig, RunConfig, TrainConfig, validate
 from objbench.harness.data import PreparedData, prepare_data
 from objbench.harness.errors import (
     CheckpointError,
@@ -39,7 +39,7 @@ from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
-from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Vocab
+from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, Vocab
 from objbench.objectives.draws import RowGenerator
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
@@ -64,15 +64,29 @@ def build_objective(cfg: RunConfig, vocab: Vocab) -> Objective:
     if missing:
         raise ConfigError(f"objective {cfg.objective!r} needs the special tokens {missing}: add them "
                           f"to data.special_tokens (now {cfg.data.special_tokens})")
-    options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+    options = objective_options(cls, cfg)
     return cls(options, vocab)
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """The config with the objective's option defaults filled in: what the hash covers."""
-    cls = OBJECTIVES.get(cfg.objective)
-    options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+    options = objective_options(OBJECTIVES.get(cfg.objective), cfg)
     return cfg.model_copy(update={"options": options.model_dump(mode="json")})
+
+
+_validated: dict[tuple[type, str], Options] = {}  # (objective class, options as JSON) -> options
+
+
+def objective_options(cls: type[Objective], cfg: RunConfig) -> Options:
+    """``cfg.options`` validated by the objective once per process: a study validates every
+    arm before any work, and its runs, their trainers and their readers reuse that result
+    (the options with defaults filled in map to the same instance)."""
+    key = (cls, json.dumps(cfg.options, sort_keys=True))
+    if key not in _validated:
+        options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+        resolved = (cls, json.dumps(options.model_dump(mode="json"), sort_keys=True))
+        _validated[key] = _validated[resolved] = options
+    return _validated[key]
 
 
 def checked(cfg: RunConfig) -> RunConfig:
@@ -90,8 +104,19 @@ def checked(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _wants_cuda(train: TrainConfig) -> bool:
+    return train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
+
+
+def effective_precision(train: TrainConfig) -> str:
+    """``bf16`` or ``fp32``, as a run on this machine computes: ``auto`` is bf16 autocast on
+    CUDA only (on CPUs without bf16 instructions it is ~4x slower)."""
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and _wants_cuda(train))
+    return "bf16" if bf16 else "fp32"
+
+
 def pick_device(cfg: RunConfig) -> torch.device:
-    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+    if _wants_cuda(cfg.train):
         if not torch.cuda.is_available():
             raise RuntimeError("train.device=cuda but torch sees no CUDA device")
         rank = dist.get_rank() if dist.is_initialized() else 0
@@ -166,9 +191,7 @@ class Trainer:
         self.counters = Counters()
         self.callbacks = list(callbacks)
         self.progress = progress and self.rank == 0
-        # auto: bf16 on CUDA only (on CPUs without bf16 instructions it is ~4x slower)
-        precision = self.cfg.train.precision
-        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        self.bf16 = effective_precision(self.cfg.train) == "bf16"
         # compile the encoder only: the chunked head loss is a Python loop over row chunks
         encoder = torch.compile(self.model) if self.cfg.train.compile else self.model
         self.forward_model: torch.nn.Module = SparseLoss(encoder)
@@ -310,7 +333,8 @@ class Trainer:
                    desc=f"{self.cfg.objective} seed {self.cfg.seed}", unit=f" {axis}",
                    unit_scale=True, leave=False)
         last = time.perf_counter()
-        final = self.out
+        kept = ckpt.checkpoints(self.out)
+        final = kept[-1] if kept else self.out  # a finished run resumed: its last checkpoint
         while self.counters.on(axis) < budget:
             before = self.counters.on(axis)
             row = self.train_step()

@@ -33,7 +33,8 @@ RESULT_COLUMNS = [
 ]
 ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "pooling", "item", "value"]
 RUN_COLUMNS = [
-    "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s",
+    "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s", "train_s",
+    "tasks_s",
 ]
 
 _SEED_DIR = re.compile(r"seed(\d+)")
@@ -215,6 +216,8 @@ def _run_record(arm: str, seed: int, status: dict, label: str, problems: list[st
         "options": json.dumps(options, sort_keys=True) if options is not None else "",
         "config_hash": status.get("config_hash", ""),
         "wall_time_s": status.get("wall_time_s"),
+        "train_s": status.get("train_s"),  # absent in runs recorded before training and tasks were timed
+        "tasks_s": status.get("tasks_s"),
     }
 
 

@@ -6,12 +6,14 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from objbench.harness import trainer as trainer_mod
 from objbench.harness.checkpoint import checkpoints
 from objbench.harness.config import RunConfig, apply_overrides, validate
-from objbench.harness.errors import ConfigError, PluginError, TrainingDiverged
+from objbench.harness.errors import CheckpointError, ConfigError, PluginError, TrainingDiverged
+from objbench.harness.reading import TrainedModel
 from objbench.harness.trainer import Trainer
 from tests.conftest import TINY
 
@@ -128,3 +130,29 @@ def test_third_party_objective_trains_through_the_same_loop(tiny_run):
     rows = metrics(tiny_run("reverse-clm", "budget.steps=12", "train.lr=3e-3"))
     vals = [m["val_loss"] for m in rows if "val_loss" in m]
     assert rows[-1]["step"] == 12 and vals[-1] < vals[0]
+
+
+def test_resume_and_probe_accept_other_speed_settings_and_nothing_else(tmp_path):
+    """threads, device, compile and checkpoint cadence never change what a run computes: a
+    checkpoint resumes and reads under other values of them, and under no other change."""
+    def stop_at_2(t: Trainer) -> None:
+        if t.counters.step == 2:
+            raise Stop
+
+    cfg = config("clm", "train.checkpoint_every=1")
+    with pytest.raises(Stop):
+        Trainer(cfg, tmp_path, callbacks=[stop_at_2], progress=False).run()
+    with pytest.raises(CheckpointError, match=r"train\.lr: checkpoint 0\.002, this run 0\.001"):
+        Trainer(config("clm", "train.checkpoint_every=1", "train.lr=1e-3"), tmp_path, progress=False).run()
+    faster = config("clm", "train.checkpoint_every=3", "train.threads=1", "train.device=cpu")
+    Trainer(faster, tmp_path, progress=False).run()
+    assert [m["step"] for m in metrics(tmp_path)] == [0, 1, 2, 3, 4]  # resumed at 2, not restarted
+
+    edited = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    edited["train"].update(threads=2, compile=True, checkpoint_every=50, device="auto")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
+    assert TrainedModel(tmp_path).cfg.train.compile  # read, the edit notwithstanding
+    edited["train"]["batch_size"] = 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
+    with pytest.raises(CheckpointError, match=r"train\.batch_size: checkpoint 8, config\.yaml 4"):
+        TrainedModel(tmp_path)
