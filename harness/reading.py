@@ -196,8 +196,10 @@ class TrainedModel:
         return out
 
     @torch.no_grad()
-    def word_features(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[WordFeatures]:
-        """Each pre-split sentence's words read at their first sub-token, cut to `max_tokens`."""
+    def word_features(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
+                      layers: Sequence[int] | None = None) -> list[WordFeatures]:
+        """Each pre-split sentence's words read at their first sub-token, cut to `max_tokens`;
+        at every layer, or at ``layers`` only (``WordFeatures.features`` then holds those)."""
         out: list[WordFeatures] = []
         for start in tqdm(range(0, len(sentences), batch_size), desc="word features", leave=False):
             chunk = sentences[start:start + batch_size]
@@ -214,8 +216,10 @@ class TrainedModel:
                 rows.append([self.vocab["[CLS]"], *ids])
                 read.append(first)
             x = self._pad(rows, [[0] * len(r) for r in rows])
-            layers = torch.stack(self._layers(x), 2).float().cpu().numpy()  # (B, T, L+1, D)
-            out.extend(WordFeatures(layers[i, list(first.values())], np.array(list(first), dtype=np.int64))
+            every = self._layers(x)
+            states = torch.stack([every[k] for k in layers] if layers is not None else every, 2)
+            states = states.float().cpu().numpy()  # (B, T, layers, D)
+            out.extend(WordFeatures(states[i, list(first.values())], np.array(list(first), dtype=np.int64))
                        for i, first in enumerate(read))
         return out
 
