@@ -124,6 +124,21 @@ def pick_device(cfg: RunConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def learning_rate(t: TrainConfig, progress: float) -> float:
+    """The learning rate once ``progress`` (the fraction of the budget consumed after the step,
+    on the budget's own axis) is reached: linear warmup over ``t.warmup``, then ``t.schedule``
+    from ``t.lr`` down to ``t.lr * t.min_lr_ratio`` at the end of the budget."""
+    if t.warmup and progress < t.warmup:
+        return t.lr * progress / t.warmup
+    rest = min(1.0, (progress - t.warmup) / max(1e-12, 1 - t.warmup))
+    floor = t.lr * t.min_lr_ratio
+    if t.schedule == "constant":
+        return t.lr
+    if t.schedule == "linear":
+        return t.lr - (t.lr - floor) * rest
+    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * rest))
+
+
 def row_seeds(seed: int, step: int, batch_size: int) -> np.ndarray:
     """One seed per row of the global batch at ``step``, by its index there: never the global
     RNG, and the same whichever rank or micro-batch the row lands in."""
@@ -208,19 +223,6 @@ class Trainer:
         # fused: one kernel for all parameters, on CPU too (4x faster there than foreach)
         return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=True)
 
-    # -- schedule -------------------------------------------------------------------------
-    def lr_at(self, progress: float) -> float:
-        t = self.cfg.train
-        if t.warmup and progress < t.warmup:
-            return t.lr * progress / t.warmup
-        rest = min(1.0, (progress - t.warmup) / max(1e-12, 1 - t.warmup))
-        floor = t.lr * t.min_lr_ratio
-        if t.schedule == "constant":
-            return t.lr
-        if t.schedule == "linear":
-            return t.lr - (t.lr - floor) * rest
-        return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * rest))
-
     # -- one step -------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[ObjectiveBatch]:
         """This rank's share of the global batch at ``step``, in ``grad_accum`` micro-batches.
@@ -256,7 +258,7 @@ class Trainer:
         cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
                 "flops": flops}
         budget = self.cfg.budget
-        lr = self.lr_at((c.on(budget.axis) + cost[budget.axis]) / budget.value)
+        lr = learning_rate(t, (c.on(budget.axis) + cost[budget.axis]) / budget.value)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 

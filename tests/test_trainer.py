@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from objbench.harness import trainer as trainer_mod
 from objbench.harness.checkpoint import checkpoints
-from objbench.harness.config import RunConfig, apply_overrides, validate
+from objbench.harness.config import RunConfig, TrainConfig, apply_overrides, validate
 from objbench.harness.errors import CheckpointError, ConfigError, PluginError, TrainingDiverged
 from objbench.harness.reading import TrainedModel
 from objbench.harness.trainer import Trainer
@@ -156,3 +157,36 @@ def test_resume_and_probe_accept_other_speed_settings_and_nothing_else(tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
     with pytest.raises(CheckpointError, match=r"train\.batch_size: checkpoint 8, config\.yaml 4"):
         TrainedModel(tmp_path)
+
+
+@pytest.mark.parametrize("schedule, halfway", [("cosine", 0.55e-3), ("linear", 0.55e-3), ("constant", 1e-3)])
+def test_learning_rate_warms_up_then_follows_the_schedule_to_the_floor(schedule, halfway):
+    t = TrainConfig(lr=1e-3, warmup=0.2, min_lr_ratio=0.1, schedule=schedule)
+    lr = lambda progress: trainer_mod.learning_rate(t, progress)
+    assert [lr(p) for p in (0.0, 0.1, 0.2)] == pytest.approx([0.0, 0.5e-3, 1e-3])  # linear warmup
+    assert lr(0.6) == pytest.approx(halfway)  # halfway through the decay: (1e-3 + 1e-4) / 2
+    assert lr(1.0) == lr(1.5) == pytest.approx(1e-3 if schedule == "constant" else 1e-4)
+    if schedule == "cosine":
+        assert lr(0.4) == pytest.approx(1e-4 + 0.9e-3 * (1 + math.cos(math.pi / 4)) / 2)
+        assert lr(0.4) > (1e-3 + 0.55e-3) / 2  # cosine stays high longer than linear
+    assert trainer_mod.learning_rate(t.model_copy(update={"warmup": 0.0}), 0.0) == pytest.approx(1e-3)
+
+
+def test_flops_budget_stops_at_the_budget_and_schedules_on_it(tmp_path):
+    """A FLOPs budget: the run stops at the first step reaching it, learning rate and evaluation
+    points follow the FLOPs consumed, and an objective predicting fewer positions gets more
+    steps (clm pays its LM head at every position, mlm at 15%)."""
+    Trainer(config("clm", "budget.steps=1"), tmp_path / "one", progress=False).run()
+    per_step = metrics(tmp_path / "one")[-1]["flops"]
+    budget = 3.5 * per_step  # clm's batches never change size: 4 steps
+    cfg = config("clm", f"budget.flops={budget}")
+    Trainer(cfg, tmp_path / "clm", progress=False).run()
+    rows = metrics(tmp_path / "clm")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[-2]["flops"] < budget <= rows[-1]["flops"] == pytest.approx(4 * per_step)
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 2, 4]  # eval points at 1.75 and 3.5 steps
+    for r in rows[1:]:
+        assert r["lr"] == pytest.approx(trainer_mod.learning_rate(cfg.train, r["flops"] / budget))
+    Trainer(config("mlm", f"budget.flops={budget}"), tmp_path / "mlm", progress=False).run()
+    mlm = metrics(tmp_path / "mlm")
+    assert mlm[-1]["step"] > 4 and mlm[-2]["flops"] < budget <= mlm[-1]["flops"]
