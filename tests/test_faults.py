@@ -527,6 +527,7 @@ def judge(case: Case, outcome: Outcome) -> tuple[str, str | None]:
     return case.kind, None
 
 
+@pytest.mark.slow  # 57 faults through the CLI, ~50 s
 def test_fault_matrix(ref, tmp_path, monkeypatch, capsys):
     counts: Counter[str] = Counter()
     problems = []

@@ -56,6 +56,7 @@ def tiny_study(tmp_path: Path, arms: list[dict], **extra) -> Path:
 ARMS = [{"name": "mlm", "objective": "mlm"}, {"name": "clm", "objective": "clm"}]
 
 
+@pytest.mark.slow  # 8 runs with probes, ~35-60 s
 def test_tiny_study_end_to_end_cached_and_resumed(tmp_path, monkeypatch):
     study = load_study(tiny_study(tmp_path, ARMS))
     out = tmp_path / "out"

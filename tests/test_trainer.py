@@ -65,6 +65,7 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
     assert metrics(tmp_path / "a")[-1]["loss"] != metrics(tmp_path / "c")[-1]["loss"]
 
 
+@pytest.mark.slow  # 40 steps per objective, ~35 s in all
 @pytest.mark.parametrize("objective", ["mlm", "clm", "masked-ar"])
 def test_validation_loss_falls(tmp_path, objective):
     Trainer(config(objective, "budget.steps=40", "train.lr=3e-3"), tmp_path, progress=False).run()
