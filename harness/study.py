@@ -275,7 +275,9 @@ def _train_and_evaluate(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, d
     if not is_main():
         return [], []
     start = time.perf_counter()
-    rows, items = evaluate_run(study, arm, cfg, run_dir, TrainedModel.from_trainer(trainer))
+    final = TrainedModel.from_trainer(trainer)
+    del trainer  # its optimizer state and DDP buckets are not needed to read the model
+    rows, items = evaluate_run(study, arm, cfg, run_dir, final)
     seconds["tasks_s"] = time.perf_counter() - start
     return rows, items
 

@@ -44,7 +44,8 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     venv_site = Path(run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
                          cwd=root, env=env).strip())
     (venv_site / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    run(str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel), cwd=root, env=env)
+    run(str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel),
+        cwd=root, env=env)  # --ignore-installed: the objbench seen through the .pth file is not ours
     return root / "venv" / "bin", env
 
 
