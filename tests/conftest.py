@@ -21,6 +21,11 @@ EXAMPLES = [ROOT / "examples" / "objbench-reverse-lm", ROOT / "examples" / "objb
 
 
 def pytest_configure(config) -> None:
+    import torch
+
+    # one thread: tiny models gain nothing from a second one, and on a shared machine a
+    # descheduled second thread stalls every op (runs measured 10-30x slower under load)
+    torch.set_num_threads(1)
     target = Path(tempfile.mkdtemp(prefix="objbench-plugins-"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--target", str(target), *map(str, EXAMPLES)],
@@ -34,7 +39,7 @@ import pytest  # noqa: E402
 TINY = [
     "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.max_len=160",
     "data.corpus=ptb", "data.vocab_size=1000", "data.block_size=32", "data.val_blocks=8",
-    "train.batch_size=8", "train.eval_points=2", "train.threads=2", "budget.steps=4",
+    "train.batch_size=8", "train.eval_points=2", "train.threads=1", "budget.steps=4",
 ]
 
 

@@ -24,7 +24,6 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.slow  # a bench end to end
 def test_throughput_tiny_rounds_hold_together(tmp_path):
     out = tmp_path / "t.json"
     throughput.main(["--size", "tiny", "--rounds", "2", "--warmup", "1", "--threads", "1", "--out", str(out)])
@@ -71,7 +70,7 @@ def test_objbench_counts_the_same_useful_flops_as_the_hf_contender():
     assert hf[1] == ob[1]  # GPT-2 executes the head at every position, as clm does
 
 
-@pytest.mark.slow  # a bench end to end
+@pytest.mark.slow  # starts 1 training process and times reading: ~10 s
 def test_pipeline_tiny_numbers_hold_together(tmp_path):
     out = tmp_path / "p.json"
     pipeline.main(["--size", "tiny", "--threads", "1", "--out", str(out)])

@@ -23,7 +23,7 @@ from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.trainer import Trainer
 from tests.conftest import TINY
 
-pytestmark = pytest.mark.slow  # 9 single-process runs and a 2-process spawn: ~30 s
+pytestmark = pytest.mark.slow  # 10 single-process runs and a 2-process spawn: ~10 s
 
 WORLD = 2
 # one thread per rank (2 ranks on 2 cores); the single-process references use the same setting

@@ -178,7 +178,7 @@ def test_query_rows_pads_with_unwanted_positions_and_declines_dense_rows():
     assert query_rows(torch.zeros(2, 8, dtype=torch.bool)) is None
 
 
-@pytest.mark.slow  # torch.compile, 10-25 s
+@pytest.mark.slow  # torch.compile: ~7 s
 def test_compiled_encoder_matches_eager():
     """What ``train.compile`` runs: the training loss through a compiled encoder (sparse queries)."""
     model = tiny_encoder().float()

@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import ROOT, TINY
 
-pytestmark = pytest.mark.slow  # builds and installs a wheel, then ~10 CLI processes: ~1 min
+pytestmark = pytest.mark.slow  # builds and installs a wheel, then 8 CLI processes: ~40 s
 
 
 def run(*cmd: str, cwd: Path, env: dict[str, str]) -> str:

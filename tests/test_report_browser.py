@@ -46,7 +46,7 @@ window.addEventListener("load", () => {
 </script>
 """
 
-pytestmark = pytest.mark.slow  # headless Chromium renders a whole report: ~15 s
+pytestmark = pytest.mark.slow  # headless Chromium renders a whole report: ~7 s
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:

@@ -42,7 +42,7 @@ def tiny_study(tmp_path: Path, arms: list[dict], **extra) -> Path:
         "budget": {"steps": 4}, "arms": arms,
         "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 96},
         "data": {"corpus": "ptb", "vocab_size": 1000, "block_size": 32, "val_blocks": 8},
-        "train": {"batch_size": 8, "eval_points": 2, "threads": 2},
+        "train": {"batch_size": 8, "eval_points": 2, "threads": 1},
         "probe_at": [0.5, 1.0],
         "tasks": {"pos": {"max_train": 60, "max_validation": 20, "max_test": 40},
                   "agreement": {"max_per_phenomenon": 4}},
@@ -56,7 +56,6 @@ def tiny_study(tmp_path: Path, arms: list[dict], **extra) -> Path:
 ARMS = [{"name": "mlm", "objective": "mlm"}, {"name": "clm", "objective": "clm"}]
 
 
-@pytest.mark.slow  # 8 runs with probes, ~35-60 s
 def test_tiny_study_end_to_end_cached_and_resumed(tmp_path, monkeypatch):
     study = load_study(tiny_study(tmp_path, ARMS))
     out = tmp_path / "out"
@@ -207,8 +206,8 @@ def test_speed_settings_never_retrain_and_result_settings_do(tmp_path, spy):
     assert run_study(one_run(tmp_path), out)
     first = status(out)
     steps.clear()
-    faster = {"threads": 1, "device": "cpu", "compile": True, "checkpoint_every": 1}
-    assert run_study(one_run(tmp_path, train={"batch_size": 8, "eval_points": 2, **faster}), out)
+    speed = {"threads": 2, "device": "cpu", "compile": True, "checkpoint_every": 1}
+    assert run_study(one_run(tmp_path, train={"batch_size": 8, "eval_points": 2, **speed}), out)
     assert steps == [] and status(out) == first  # cached: not trained, not even read again
     assert run_study(one_run(tmp_path, train={"batch_size": 8, "eval_points": 2, "lr": 1e-3}), out)
     stale = out / "stale" / f"mlm-seed0-{first['config_hash']}"

@@ -18,7 +18,7 @@ from tests.ddp_study_worker import PROBE_SECONDS, TRAINING_TIMEOUT
 WORKER = Path(__file__).with_name("ddp_study_worker.py")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # torchrun with 2 processes, one probe of 15 s: ~30 s
 def test_ranks_share_a_failure_and_wait_for_rank_zero_s_probes(tmp_path):
     spec = {"name": "ddp", "reference": "mlm", "seeds": [0, 1], "budget": {"steps": 4},
             "arms": [{"name": "mlm", "objective": "mlm"}],

@@ -40,7 +40,7 @@ def test_the_built_in_tasks_are_registered():
         assert issubclass(cls, Task) and cls.description and "\n" not in cls.description
 
 
-@pytest.mark.parametrize("objective", ["mlm", pytest.param("clm", marks=pytest.mark.slow)])  # clm: ~40 s more
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
 @pytest.mark.parametrize("name", OFFLINE)
 def test_task_runs_end_to_end(tiny_run, name, objective):
     model = TrainedModel(tiny_run(objective))

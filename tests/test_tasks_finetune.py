@@ -38,7 +38,7 @@ def counting_pairs(n: int, seed: int) -> Labelled:
     return Labelled(texts, np.array(y, np.float32))
 
 
-@pytest.mark.parametrize("objective", ["mlm", pytest.param("clm", marks=pytest.mark.slow)])  # clm: ~10 s
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_learns_a_planted_classification_through_the_declared_position(tiny_run, objective):
     model = TrainedModel(tiny_run(objective))
     before = {k: v.clone() for k, v in model.model.state_dict().items()}
