@@ -107,24 +107,22 @@ def code_identity(cls: type) -> dict[str, str]:
     parts = cls.__module__.split(".")
     root = ".".join(parts[:2]) if parts[0] == "objbench" and len(parts) > 2 else parts[0]
     digest = hashlib.sha256()
-    folder, files = _source_files(sys.modules.get(root))
-    for path in files:
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{_file_sha256(path)}\n".encode())
+    for name, path in _source_files(sys.modules.get(root)):
+        digest.update(f"{name}\0{_file_sha256(path)}\n".encode())
     dist = _distributions().get(parts[0], "")
     return {"package": dist, "version": _version(dist), "source_sha256": digest.hexdigest()[:16]}
 
 
-def _source_files(module: ModuleType | None) -> tuple[Path, list[Path]]:
-    """A package's files (compiled caches aside), or a one-module plugin's file; none if the
-    module has no file (defined in an interactive session)."""
+def _source_files(module: ModuleType | None) -> list[tuple[str, Path]]:
+    """(name inside the plugin, path) of each of its files: everything under a package's
+    folders (a namespace package's too) but compiled caches; a one-module plugin's file; none
+    for a module without one (defined in an interactive session)."""
+    folders = [Path(f) for f in dict.fromkeys(getattr(module, "__path__", []))]
+    if folders:
+        return sorted((p.relative_to(folder).as_posix(), p) for folder in folders for p in folder.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
     file = getattr(module, "__file__", None)
-    if file is None:
-        return Path("."), []
-    path = Path(file)
-    if path.name != "__init__.py":
-        return path.parent, [path]
-    return path.parent, sorted(p for p in path.parent.rglob("*")
-                               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return [(Path(file).name, Path(file))] if file else []
 
 
 _file_hashes: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a file is read once per version

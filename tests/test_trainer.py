@@ -190,3 +190,14 @@ def test_flops_budget_stops_at_the_budget_and_schedules_on_it(tmp_path):
     Trainer(config("mlm", f"budget.flops={budget}"), tmp_path / "mlm", progress=False).run()
     mlm = metrics(tmp_path / "mlm")
     assert mlm[-1]["step"] > 4 and mlm[-2]["flops"] < budget <= mlm[-1]["flops"]
+
+
+def test_a_batch_too_small_for_the_processes_is_refused(monkeypatch):
+    """Under torchrun every process needs a row in each micro-batch: 4 processes x 2 micro-batches
+    cannot share 4 rows."""
+    monkeypatch.setattr(trainer_mod.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(trainer_mod.dist, "get_world_size", lambda: 4)
+    monkeypatch.setattr(trainer_mod.dist, "get_rank", lambda: 0)
+    with pytest.raises(ConfigError, match=r"train\.batch_size=4 gives 4 processes x train\.grad_accum=2 "
+                                          r"micro-batches less than one row each: raise train\.batch_size to at least 8"):
+        Trainer(config("clm", "train.batch_size=4", "train.grad_accum=2"), "unused", progress=False)
