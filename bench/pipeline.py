@@ -164,7 +164,8 @@ def probe_fits(run: Path, repeats: int) -> dict[str, Any]:
     read = model.word_features(list(train["words"]), layers=[model.cfg.model.n_layers])
     x = np.concatenate([r.features[:, 0] for r in read])
     y = np.array([t for tags, r in zip(train["tags"], read) for t in r.align(tags)])
-    fits = {"scikit-learn": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(x, y),
+    sklearn = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200))  # C = 1
+    fits = {"scikit-learn": lambda: sklearn.fit(x, y),
             "torch": lambda: TorchLogistic(1.0, 200, "cpu").fit(x, y)}
     out: dict[str, Any] = {"words": len(y), "features": x.shape[1], "classes": len(set(y))}
     with threadpool_limits(1), warnings.catch_warnings():

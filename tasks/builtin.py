@@ -218,7 +218,7 @@ class POSOptions(SplitCaps, ProbeOptions):
     max_words: int | None = Field(
         100_000, ge=1, description="words read per split (whole sentences, a fixed random subset "
         "like the caps'); null = all. Features stream a few layers at a time (`probe_streamed`), "
-        "so the probe holds at most 3 x max_words x d_model floats per layer: 0.9 GB at BERT-base size")
+        "so a layer's features take at most 3 x max_words x d_model floats: 0.9 GB at BERT-base size")
     batch_size: int = Field(64, ge=1, description="sentences per feature-extraction batch")
     ambiguous_min_count: int = Field(
         2, ge=1, description="a word type is ambiguous when at least two of its tags are each seen "

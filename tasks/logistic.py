@@ -36,13 +36,14 @@ class TorchLogistic:
         self.weight_ = torch.zeros(outputs, x.shape[1], device=self.device, requires_grad=True)
         self.bias_ = torch.zeros(outputs, device=self.device, requires_grad=True)
         penalty = 1.0 / (2 * self.C * len(target))
-        solver = torch.optim.LBFGS([self.weight_, self.bias_], max_iter=self.max_iter, tolerance_grad=self.tol,
-                                   tolerance_change=64 * float(np.finfo(float).eps), history_size=10,
-                                   line_search_fn="strong_wolfe")
+        solver = torch.optim.LBFGS([self.weight_, self.bias_], max_iter=self.max_iter,
+                                   tolerance_grad=self.tol, tolerance_change=64 * float(np.finfo(float).eps),
+                                   history_size=10, line_search_fn="strong_wolfe")  # scikit-learn's settings
 
         def objective() -> torch.Tensor:
             solver.zero_grad()
-            loss = self._loss(feats @ self.weight_.T + self.bias_, target_t) + penalty * self.weight_.square().sum()
+            logits = feats @ self.weight_.T + self.bias_
+            loss = self._loss(logits, target_t) + penalty * self.weight_.square().sum()
             loss.backward()
             return loss
 

@@ -198,6 +198,6 @@ def test_a_batch_too_small_for_the_processes_is_refused(monkeypatch):
     monkeypatch.setattr(trainer_mod.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(trainer_mod.dist, "get_world_size", lambda: 4)
     monkeypatch.setattr(trainer_mod.dist, "get_rank", lambda: 0)
-    with pytest.raises(ConfigError, match=r"train\.batch_size=4 gives 4 processes x train\.grad_accum=2 "
-                                          r"micro-batches less than one row each: raise train\.batch_size to at least 8"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size=4 gives 4 processes x train\.grad_accum=2 micro-"
+                                          r"batches less than one row each: raise train\.batch_size to at least 8"):
         Trainer(config("clm", "train.batch_size=4", "train.grad_accum=2"), "unused", progress=False)
