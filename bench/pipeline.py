@@ -9,7 +9,10 @@
 * memory: peak RSS of that training process (``os.wait4``), whole run;
 * reading: ``TrainedModel.sentence_features`` (all layers, pooled) and ``TrainedModel.score``
   (mlm: pseudo-log-likelihood, one masked copy per token) on validation sentences of the run
-  just trained, in sentences/s.
+  just trained, in sentences/s;
+* probes: one layer's POS probe (the task's default training sentences, C = 1, 200 L-BFGS
+  iterations) fit by scikit-learn and by `TorchLogistic` on the CPU, in seconds: which
+  backend is the faster CPU default.
 
     python bench/pipeline.py [--size reference|tiny] [--out FILE.json]
 """
@@ -25,10 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from objbench.bench.common import load_average, markdown, provenance, write_json
 from objbench.harness.blocks import pack
@@ -36,6 +46,9 @@ from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.corpora import load_corpus
 from objbench.harness.data import prepare_data
 from objbench.harness.reading import TrainedModel
+from objbench.tasks import probe_data
+from objbench.tasks.builtin import POSOptions, subsets
+from objbench.tasks.logistic import TorchLogistic
 
 SETTINGS = {
     # the default run config (news, d_model 128, 2 layers, batch 32 x 128 tokens), cut short
@@ -144,6 +157,31 @@ def reading(run: Path, sentences: list[str], repeats: int) -> dict[str, Any]:
     return out
 
 
+def probe_fits(run: Path, repeats: int) -> dict[str, Any]:
+    """Seconds to fit the last layer's POS probe with scikit-learn and with torch, on CPU."""
+    model = TrainedModel(run, device="cpu")
+    train = subsets(probe_data.load_pos(), POSOptions().caps())[0]["train"]
+    read = model.word_features(list(train["words"]), layers=[model.cfg.model.n_layers])
+    x = np.concatenate([r.features[:, 0] for r in read])
+    y = np.array([t for tags, r in zip(train["tags"], read) for t in r.align(tags)])
+    sklearn = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200))  # C = 1
+    fits = {"scikit-learn": lambda: sklearn.fit(x, y),
+            "torch": lambda: TorchLogistic(1.0, 200, "cpu").fit(x, y)}
+    out: dict[str, Any] = {"words": len(y), "features": x.shape[1], "classes": len(set(y))}
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, fit in fits.items():
+            fit()  # warm-up
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fit()
+                seconds.append(time.perf_counter() - start)
+            out[name] = {"seconds": seconds, "best_s": min(seconds), "median_s": statistics.median(seconds)}
+        out["agreement"] = float((fits["torch"]().predict(x) == fits["scikit-learn"]().predict(x)).mean())
+    return out
+
+
 def run(size: str, threads: int, workdir: Path) -> dict[str, Any]:
     torch.set_num_threads(threads)
     s = SETTINGS[size]
@@ -158,6 +196,7 @@ def run(size: str, threads: int, workdir: Path) -> dict[str, Any]:
                       "target_s": 5.0, "parts": startup_parts()}
     res["memory"] = {"peak_rss_mib_max": max(r["peak_rss_mib"] for r in runs)}
     res["reading"] = reading(workdir / "run0", sentences_of(cfg, s["sentences"]), max(s["runs"], 1))
+    res["probes"] = probe_fits(workdir / "run0", max(s["runs"], 2))
     res["load_average_after"] = load_average()
     return res
 
@@ -179,6 +218,11 @@ def report(res: dict[str, Any]) -> str:
         rows.append([f"TrainedModel.{'sentence_features' if name == 'features' else 'score'}",
                      f"{rd['sentences']} sentences, {rd['tokens']} tokens; {what}",
                      f"{r['sentences_per_s_best']:,.1f} sent/s", f"{r['tokens_per_s_best']:,.0f} tok/s"])
+    pr = res["probes"]
+    rows.append(["POS probe fit, one layer", f"{pr['words']:,} words x {pr['features']} features, "
+                 f"{pr['classes']} tags; C 1, 200 iterations",
+                 f"scikit-learn {pr['scikit-learn']['best_s']:.3f} s, torch {pr['torch']['best_s']:.3f} s",
+                 f"same prediction on {pr['agreement']:.1%} of words"])
     head = (f"{res['date']} | {res['cpu']} | {res['threads']} threads | torch {res['versions']['torch']} | "
             f"load {res['load_average_before']} -> {res['load_average_after']}\n")
     return head + "\n" + markdown(["what", "on", "best", "also"], rows) + "\n"

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from objbench.harness.config import config_diff
+from objbench.harness.config import config_diff, result_settings
 from objbench.harness.errors import CheckpointError, DamagedCheckpoint
 from objbench.harness.integrity import Manifest, mismatches, record
 
@@ -96,8 +96,10 @@ def check_config(folder: Path, state: dict[str, Any], config: dict[str, Any], to
     """Refuse a checkpoint trained with another config or tokenizer, saying what differs.
 
     ``label`` names where ``config`` came from ("this run", "config.yaml"); ``fix`` says what to do.
+    Settings that never change results (`RESULT_NEUTRAL`: threads, device, ...) may differ.
     """
-    differences = config_diff(state["config"], config, "checkpoint", label)
+    differences = config_diff(result_settings(state["config"]), result_settings(config), "checkpoint",
+                              label)
     if state.get("tokenizer_hash") != tokenizer_hash:
         differences.append(f"tokenizer sha256: checkpoint {state.get('tokenizer_hash')}..., "
                            f"{label} {tokenizer_hash}...")

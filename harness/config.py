@@ -117,7 +117,7 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
     # Where metrics go never changes results, so it is no part of a run's identity: left out of
     # the resolved config (config.yaml, the run hash, the checkpoint's config a resume compares).
-    log_to: list[str] = Field(default_factory=list, exclude=True, description="metric sinks "
+    log_to: list[str] = Field(default_factory=list, description="metric sinks "
                               "besides metrics.jsonl, by registered tracker name (tensorboard)")
 
     @model_validator(mode="after")
@@ -139,10 +139,33 @@ class RunConfig(Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def config_hash(self) -> str:
-        """Stable hash of the resolved config: equal hashes mean the same experiment."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    def settings_hash(self) -> str:
+        """A hash of the settings that decide the trained model (none of `RESULT_NEUTRAL`)."""
+        return content_hash(result_settings(self.to_dict()))
+
+
+# Settings that decide how fast a run goes and how often it saves, never what it computes
+# (beyond the order of float additions): left out of the run hash and of the checkpoint
+# comparison, so changing them neither retrains a finished run nor refuses a resume or probe.
+# `train.precision` changes results and stays in.
+RESULT_NEUTRAL = ("train.threads", "train.device", "train.compile", "train.checkpoint_every", "train.log_to")
+
+
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (``RunConfig.to_dict()``) without the `RESULT_NEUTRAL` settings."""
+    out = json.loads(json.dumps(config))
+    for key in RESULT_NEUTRAL:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return out
+
+
+def content_hash(data: Any) -> str:
+    """Stable short hash of JSON-serialisable ``data``: equal hashes, equal content."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any], a_name: str, b_name: str,

@@ -142,7 +142,7 @@ def _provenance(model: TrainedModel, cfg: RunConfig, study: Path | None) -> str:
     return f"""## Provenance
 
 {trained_line}Exported by objbench {objbench.__version__} at commit `{_commit()}`. Seed
-{cfg.seed}; run config hash `{cfg.config_hash()}`; checkpoint `{model.checkpoint.name}`.
+{cfg.seed}; settings hash `{cfg.settings_hash()}`; checkpoint `{model.checkpoint.name}`.
 The resolved run config:
 
 ```yaml

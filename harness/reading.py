@@ -27,7 +27,7 @@ from objbench.harness.integrity import file_digest
 from objbench.harness.model import Encoder
 from objbench.harness.progress import progress_bar
 from objbench.harness.tokenizer import vocab_of
-from objbench.harness.trainer import build_modules, build_objective, pick_device
+from objbench.harness.trainer import Trainer, build_modules, build_objective, pick_device
 from objbench.objectives.base import (IGNORE, Objective, ObjectiveBatch, Pooling, attention_matrix, collate,
                                       special_tokens)
 
@@ -113,6 +113,21 @@ class TrainedModel:
         except DamagedCheckpoint as exc:
             raise ckpt.for_reader(exc, self.run_dir, asked=checkpoint is not None) from None
         self.device = pick_device(self.cfg)
+        self._ready()
+
+    @classmethod
+    def from_trainer(cls, trainer: Trainer) -> TrainedModel:
+        """The model a `Trainer` holds after ``run()``, read in memory: its weights are those of
+        the run's newest checkpoint, so nothing is rebuilt or read back from disk."""
+        self = cls.__new__(cls)
+        self.run_dir, self.cfg, self.checkpoint = trainer.out, trainer.cfg, ckpt.checkpoints(trainer.out)[-1]
+        self.tokenizer, self.vocab = trainer.data.tokenizer, trainer.data.vocab
+        self.model, self.objective, self.device = trainer.model, trainer.objective, trainer.device
+        self.objective_modules = trainer.objective_modules
+        self._ready()
+        return self
+
+    def _ready(self) -> None:
         self.model.to(self.device).eval()
         self.objective_modules.to(self.device).eval()
         max_len = self.cfg.model.max_len
@@ -199,8 +214,10 @@ class TrainedModel:
         return out
 
     @torch.no_grad()
-    def word_features(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[WordFeatures]:
-        """Each pre-split sentence's words read at their first sub-token, cut to `max_tokens`."""
+    def word_features(self, sentences: Sequence[Sequence[str]], batch_size: int = 64,
+                      layers: Sequence[int] | None = None) -> list[WordFeatures]:
+        """Each pre-split sentence's words read at their first sub-token, cut to `max_tokens`;
+        at every layer, or at ``layers`` only (``WordFeatures.features`` then holds those)."""
         out: list[WordFeatures] = []
         for start in progress_bar(range(0, len(sentences), batch_size), desc="word features", leave=False):
             chunk = sentences[start:start + batch_size]
@@ -217,8 +234,10 @@ class TrainedModel:
                 rows.append([self.vocab["[CLS]"], *ids])
                 read.append(first)
             x = self._pad(rows, [[0] * len(r) for r in rows])
-            layers = torch.stack(self._layers(x), 2).float().cpu().numpy()  # (B, T, L+1, D)
-            out.extend(WordFeatures(layers[i, list(first.values())], np.array(list(first), dtype=np.int64))
+            every = self._layers(x)
+            states = torch.stack([every[k] for k in layers] if layers is not None else every, 2)
+            states = states.float().cpu().numpy()  # (B, T, layers, D)
+            out.extend(WordFeatures(states[i, list(first.values())], np.array(list(first), dtype=np.int64))
                        for i, first in enumerate(read))
         return out
 

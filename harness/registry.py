@@ -8,7 +8,13 @@ asks for it: one broken plugin never breaks the others.
 from __future__ import annotations
 
 import difflib
-from importlib.metadata import EntryPoint, entry_points
+import functools
+import hashlib
+import sys
+from importlib.metadata import (EntryPoint, PackageNotFoundError, entry_points, packages_distributions,
+                                version)
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from objbench.harness.errors import PluginError
@@ -84,3 +90,60 @@ def _package(ep: EntryPoint) -> str:
 
 OBJECTIVES: Registry = Registry("objbench.objectives", "objective")
 TASKS: Registry = Registry("objbench.tasks", "task")
+
+
+def code_identity(cls: type) -> dict[str, str]:
+    """What a plugin's results depend on besides its options: the distribution that ships it
+    (``package``, ``version``; empty for a class no installed distribution provides) and
+    ``source_sha256``, a hash over its source files, so an edited plugin is a new plugin.
+
+    The files are those of the plugin's top-level package (for a one-module plugin, that
+    module): an objective's helpers decide its batches as much as its class does, so hashing
+    only the class's module would miss an edited helper. objbench's own plugins hash their
+    subpackage (``objbench.objectives``, ``objbench.tasks``) instead of all of objbench, so
+    that editing the reports does not re-run every study; the harness itself is identified by
+    objbench's version and git commit in a study's provenance.
+    """
+    parts = cls.__module__.split(".")
+    root = ".".join(parts[:2]) if parts[0] == "objbench" and len(parts) > 2 else parts[0]
+    digest = hashlib.sha256()
+    for name, path in _source_files(sys.modules.get(root)):
+        digest.update(f"{name}\0{_file_sha256(path)}\n".encode())
+    dist = _distributions().get(parts[0], "")
+    return {"package": dist, "version": _version(dist), "source_sha256": digest.hexdigest()[:16]}
+
+
+def _source_files(module: ModuleType | None) -> list[tuple[str, Path]]:
+    """(name inside the plugin, path) of each of its files: everything under a package's
+    folders (a namespace package's too) but compiled caches; a one-module plugin's file; none
+    for a module without one (defined in an interactive session)."""
+    folders = [Path(f) for f in dict.fromkeys(getattr(module, "__path__", []))]
+    if folders:
+        return sorted((p.relative_to(folder).as_posix(), p) for folder in folders for p in folder.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    file = getattr(module, "__file__", None)
+    return [(Path(file).name, Path(file))] if file else []
+
+
+_file_hashes: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a file is read once per version
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _file_hashes:
+        _file_hashes[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _file_hashes[key]
+
+
+@functools.cache
+def _distributions() -> dict[str, str]:
+    """Top-level import name -> the distribution that installs it (scanned once per process)."""
+    return {name: dists[0] for name, dists in packages_distributions().items()}
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist) if dist else ""
+    except PackageNotFoundError:
+        return ""

@@ -15,10 +15,9 @@ import subprocess
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import objbench
-import torch.distributed as dist
 import yaml
 from objbench.harness.config import (
     BudgetConfig,
@@ -28,12 +27,19 @@ from objbench.harness.config import (
     RunConfig,
     Strict,
     TrainConfig,
+    content_hash,
     load_yaml,
+    result_settings,
     validate,
 )
 from objbench.harness.errors import ConfigError, PluginError
 from objbench.harness.output import output_folder
+from objbench.harness.ranks import agree, from_main, is_main
+from objbench.harness.registry import OBJECTIVES, TASKS, code_identity
 from pydantic import AfterValidator, Field, model_validator
+
+if TYPE_CHECKING:
+    from objbench.harness.reading import TrainedModel
 
 
 def _folder_name(name: str) -> str:
@@ -178,7 +184,10 @@ def shard_of(runs: list, shard: str | None) -> list:
 
 
 def run_study(study: Study, out: Path | None = None, shard: str | None = None) -> bool:
-    """Run every (arm, seed) of the shard, then write the report. True if no run failed."""
+    """Run every (arm, seed) of the shard, then write the report. True if no run failed.
+
+    Under torchrun every rank calls it: they train each run together, rank 0 probes it and
+    writes, and a failure on any rank fails the run on every rank (`objbench.harness.ranks`)."""
     from objbench.harness.data import prepare_data
     from objbench.reports import build_report
 
@@ -188,19 +197,19 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     data = prepare_data(study.data.model_copy(update={"unique_tokens": None}), study.train.batch_size)
     resolved = study.model_dump(mode="json")  # a valid study file: `study run` accepts it again
     resolved["budget"] = {study.budget.axis: getattr(study.budget, study.budget.axis)}
-    if _is_main():
+    if is_main():
         (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        (out / "provenance.json").write_text(json.dumps(provenance(data), indent=2))
+        (out / "provenance.json").write_text(json.dumps(provenance(data, study), indent=2))
 
     started, failed = time.perf_counter(), 0
     for n, (arm, cfg) in enumerate(runs, 1):
         state, seconds = run_one(study, arm, cfg, out / "runs" / arm.name / f"seed{cfg.seed}", data)
         failed += state == "failed"
-        elapsed = time.perf_counter() - started
-        eta = elapsed / n * (len(runs) - n)
-        print(f"[{n}/{len(runs)}] {arm.name} seed {cfg.seed}: {state} ({seconds:.0f}s); "
-              f"study ETA {eta / 60:.1f} min", flush=True)
-    if not _is_main():
+        eta = (time.perf_counter() - started) / n * (len(runs) - n)
+        if is_main():
+            print(f"[{n}/{len(runs)}] {arm.name} seed {cfg.seed}: {state} ({seconds:.0f}s); "
+                  f"study ETA {eta / 60:.1f} min", flush=True)
+    if not is_main():
         return failed == 0
     for name, path in build_report(out).items():
         if name in ("report.md", "report.html"):
@@ -210,50 +219,110 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     return failed == 0
 
 
-def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tuple[str, float]:
-    """Train, evaluate and probe one run; never raises for a failure inside the run."""
-    from objbench.harness.trainer import Trainer, resolve
+def run_keys(study: Study, cfg: RunConfig, corpus_hash: str) -> dict[str, str]:
+    """``config_hash``: what decides the trained model (the resolved config without the
+    settings that never change results, `RESULT_NEUTRAL`; the precision as it takes effect on
+    this machine; the corpus content; the objective's code, `code_identity`).
+    ``tasks_hash``: what decides the results read from it (the tasks, their options and code,
+    the probe points). A finished run whose hashes both match is not run again."""
+    from objbench.harness.trainer import effective_precision
 
+    settings = result_settings(cfg.to_dict())
+    settings["train"]["precision"] = effective_precision(cfg.train)
+    trained = {"config": settings, "corpus": corpus_hash,
+               "objective": code_identity(OBJECTIVES.get(cfg.objective))}
+    read = {"tasks": study.tasks, "probe_at": study.probe_at,
+            "code": {name: code_identity(TASKS.get(name)) for name in study.tasks}}
+    return {"config_hash": content_hash(trained), "tasks_hash": content_hash(read)}
+
+
+def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tuple[str, float]:
+    """Train, evaluate and probe one run; never raises for a failure inside the run.
+
+    A run trained with another config (`run_keys`' ``config_hash``) is moved to the study's
+    ``stale/`` folder and redone; one whose tasks changed keeps its training and is probed
+    again. Returns the run's state and its seconds."""
+    from objbench.harness.trainer import resolve
+
+    record = {"arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options}
     status_path = run_dir / "status.json"
     try:
         cfg = resolve(cfg)
-    except Exception as exc:  # a broken plugin fails this run, not the study
-        return _fail(status_path, arm, cfg, cfg.config_hash(), exc, 0.0), 0.0
-    chash = cfg.config_hash()
-    old = _read_status(status_path)
-    if old.get("config_hash") not in (None, chash):
-        stale = run_dir.parent.parent.parent / "stale" / f"{arm.name}-seed{cfg.seed}-{old['config_hash']}"
-        stale.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(stale, ignore_errors=True)
-        shutil.move(str(run_dir), stale)
-        print(f"{arm.name} seed {cfg.seed}: config changed; old run moved to {stale}")
-        old = {}
-    if old.get("state") == "done" and (run_dir / "results.jsonl").exists():
-        return "cached", float(old.get("wall_time_s", 0.0))
+        record.update(options=cfg.options, **run_keys(study, cfg, data.corpus_hash))
+    except Exception as exc:  # a broken plugin fails this run, not the study (alike on every rank)
+        return _fail(status_path, record, [(0, _message(exc), _trace(exc))], {}), 0.0
+    cached = from_main(lambda: _cached_seconds(status_path, record))
+    if cached is not None:
+        return "cached", cached
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    _write_status(status_path, arm, cfg, chash, "running", None, 0.0)
+    _write_status(status_path, {**record, "state": "running"})
+    seconds: dict[str, float] = {}
+    failure = None
     try:
-        trainer = Trainer(cfg, run_dir, data=data.capped(cfg.data.unique_tokens, cfg.train.batch_size))
-        trainer.run()
-        if _is_main():  # under torchrun every rank trains; rank 0 alone probes and writes
-            rows, items = evaluate_run(study, arm, cfg, run_dir)
-            _write_jsonl(run_dir / "results.jsonl", rows)
-            _write_jsonl(run_dir / "items.jsonl", items)
-        if dist.is_initialized():
-            dist.barrier()
+        rows, items, score_kind = _train_and_evaluate(study, arm, cfg, run_dir, data, seconds)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        return _fail(status_path, arm, cfg, chash, exc, time.perf_counter() - t0), time.perf_counter() - t0
-    seconds = time.perf_counter() - t0
-    _write_status(status_path, arm, cfg, chash, "done", None, seconds, trainer.objective.score_kind)
-    return "done", seconds
+        failure = (_message(exc), _trace(exc))
+    failures = agree(failure)  # the other ranks wait here while rank 0 probes
+    if failures:
+        return _fail(status_path, record, failures, seconds), sum(seconds.values())
+    if is_main():
+        _write_jsonl(run_dir / "results.jsonl", rows)
+        _write_jsonl(run_dir / "items.jsonl", items)
+    _write_status(status_path, {**record, "state": "done", **_times(seconds), "score_kind": score_kind})
+    return "done", sum(seconds.values())
 
 
-def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """Result rows: validation loss at every evaluation point, tasks at the probe points."""
+def _train_and_evaluate(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data,
+                        seconds: dict[str, float]) -> tuple[list[dict], list[dict], str]:
+    """Train (every rank, on the run's share of the data; a finished run resumes at its end),
+    then, on rank 0, read the trained model in memory at the last probe point. Returns the
+    rows, items and how zero-shot tasks scored sentences (the objective's ``score_kind``);
+    ``seconds`` gets ``train_s`` and ``tasks_s``."""
+    from objbench.harness.reading import TrainedModel
+    from objbench.harness.trainer import Trainer
+
+    start = time.perf_counter()
+    trainer = Trainer(cfg, run_dir, data=data.capped(cfg.data.unique_tokens, cfg.train.batch_size))
+    trainer.run()
+    seconds["train_s"] = time.perf_counter() - start
+    score_kind = trainer.objective.score_kind
+    if not is_main():
+        return [], [], score_kind
+    start = time.perf_counter()
+    final = TrainedModel.from_trainer(trainer)
+    del trainer  # its optimizer state and DDP buckets are not needed to read the model
+    rows, items = evaluate_run(study, arm, cfg, run_dir, final)
+    seconds["tasks_s"] = time.perf_counter() - start
+    return rows, items, score_kind
+
+
+def _cached_seconds(status_path: Path, record: dict) -> float | None:
+    """The seconds a finished run took if its files still hold for ``record``'s hashes, else
+    None; a run trained with another config is moved aside first (rank 0 only)."""
+    old = _read_status(status_path)
+    if old.get("config_hash") not in (None, record["config_hash"]):
+        run_dir = status_path.parent
+        name = f"{record['arm']}-seed{record['seed']}-{old['config_hash']}"
+        stale = run_dir.parent.parent.parent / "stale" / name
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.move(str(run_dir), stale)
+        print(f"{record['arm']} seed {record['seed']}: config changed; old run moved to {stale}")
+        return None
+    done = old.get("state") == "done" and (status_path.parent / "results.jsonl").exists()
+    if done and old.get("tasks_hash") == record["tasks_hash"]:
+        return float(old.get("wall_time_s", 0.0))
+    return None
+
+
+def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path,
+                 final: TrainedModel) -> tuple[list[dict], list[dict]]:
+    """Result rows: validation loss at every evaluation point, tasks at the probe points; the
+    last point read from ``final`` (the trained model, in memory), earlier ones from their
+    checkpoints."""
     from objbench.harness import checkpoint as ckpt
     from objbench.harness.reading import TrainedModel
     from objbench.tasks.runner import evaluate
@@ -275,11 +344,11 @@ def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path) -> tuple
     for frac in study.probe_at:
         point = kept[round(frac * total) - 1]
         step = ckpt.load_state(point)["counters"]["step"]
-        model = TrainedModel(run_dir, point)
+        model = final if point == final.checkpoint else TrainedModel(run_dir, point)
         t_rows, t_items = evaluate(model, list(study.tasks), study.tasks, seed=cfg.seed)
         where = _position(at_step[step], cfg)
-        final = step == last_step
-        rows += [{**base, **where, **r, "final": final} for r in t_rows]
+        final_point = step == last_step
+        rows += [{**base, **where, **r, "final": final_point} for r in t_rows]
         items += [{"arm": arm.name, "seed": cfg.seed, "budget_value": where["budget_value"], **it}
                   for it in t_items]
     return rows, items
@@ -293,26 +362,36 @@ def _position(logged: dict, cfg: RunConfig) -> dict:
             **{k: logged.get(k) for k in ("step", "tokens", "targets", "flops", "epoch", "unique_tokens")}}
 
 
-def _fail(path: Path, arm: Arm, cfg: RunConfig, chash: str, exc: BaseException, seconds: float) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / "error.log").write_text("".join(traceback.format_exception(exc)))
-    _write_status(path, arm, cfg, chash, "failed", f"{type(exc).__name__}: {exc}", seconds)
+def _fail(path: Path, record: dict, failures: list[tuple[int, str, str]],
+          seconds: dict[str, float]) -> str:
+    """Record a failed run (rank 0): status with each failing rank's error, ``error.log`` with
+    their tracebacks."""
+    if is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ranked = len(failures) > 1 or failures[0][0] != 0
+        name = lambda rank: f"rank {rank}: " if ranked else ""
+        (path.parent / "error.log").write_text("\n".join(f"{name(r)}{trace}" for r, _, trace in failures))
+        error = "; ".join(f"{name(r)}{message}" for r, message, _ in failures)
+        _write_status(path, {**record, "state": "failed", "error": error, **_times(seconds)})
     return "failed"
 
 
-def _is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
-def _write_status(path: Path, arm: Arm, cfg: RunConfig, chash: str, state: str,
-                  error: str | None, seconds: float, score_kind: str | None = None) -> None:
-    """``score_kind``: how zero-shot tasks scored the run's sentences (exact, pseudo, bound, none)."""
-    if not _is_main():
-        return
-    status = {"state": state, "error": error, "config_hash": chash, "wall_time_s": round(seconds, 2),
-              "arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options,
-              "score_kind": score_kind}
-    _atomic_write(path, json.dumps(status, indent=2))
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+def _times(seconds: dict[str, float]) -> dict[str, float]:
+    """Status fields: training and task seconds, and their sum as the run's wall time."""
+    return {"wall_time_s": round(sum(seconds.values()), 2), **{k: round(v, 2) for k, v in seconds.items()}}
+
+
+def _write_status(path: Path, status: dict) -> None:
+    if is_main():
+        _atomic_write(path, json.dumps({"error": None, **status}, indent=2))
 
 
 def _read_status(path: Path) -> dict:
@@ -332,8 +411,9 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def provenance(data) -> dict[str, Any]:
-    """What a reviewer needs to reproduce the numbers."""
+def provenance(data, study: Study) -> dict[str, Any]:
+    """What a reviewer needs to reproduce the numbers, every plugin the study uses included
+    (its package, version and source hash, `code_identity`)."""
     import importlib.metadata as md
 
     import torch
@@ -361,4 +441,7 @@ def provenance(data) -> dict[str, Any]:
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "corpus_hash": data.corpus_hash,
         "tokenizer_hash": data.tokenizer_hash,
+        "plugins": {"objectives": {name: code_identity(OBJECTIVES.get(name))
+                                   for name in sorted({arm.objective for arm in study.arms})},
+                    "tasks": {name: code_identity(TASKS.get(name)) for name in sorted(study.tasks)}},
     }

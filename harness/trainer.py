@@ -25,7 +25,7 @@ from torch import nn
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import SeenBlocks, batch_rows
-from objbench.harness.config import ModelConfig, RunConfig, validate
+from objbench.harness.config import ModelConfig, RunConfig, TrainConfig, validate
 from objbench.harness.data import PreparedData, prepare_data
 from objbench.harness.errors import (
     CheckpointError,
@@ -40,7 +40,8 @@ from objbench.harness.progress import progress_bar
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
 from objbench.harness.tracking import MetricSink, check_trackers, open_trackers
-from objbench.objectives.base import Objective, ObjectiveBatch, Vocab
+from objbench.objectives.base import Objective, ObjectiveBatch, Options, Vocab
+from objbench.objectives.draws import RowGenerator
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
 
@@ -64,15 +65,29 @@ def build_objective(cfg: RunConfig, vocab: Vocab) -> Objective:
     if missing:
         raise ConfigError(f"objective {cfg.objective!r} needs the special tokens {missing}: add them "
                           f"to data.special_tokens (now {cfg.data.special_tokens})")
-    options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+    options = objective_options(cls, cfg)
     return cls(options, vocab)
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """The config with the objective's option defaults filled in: what the hash covers."""
-    cls = OBJECTIVES.get(cfg.objective)
-    options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+    options = objective_options(OBJECTIVES.get(cfg.objective), cfg)
     return cfg.model_copy(update={"options": options.model_dump(mode="json")})
+
+
+_validated: dict[tuple[type, str], Options] = {}  # (objective class, options as JSON) -> options
+
+
+def objective_options(cls: type[Objective], cfg: RunConfig) -> Options:
+    """``cfg.options`` validated by the objective once per process: a study validates every
+    arm before any work, and its runs, their trainers and their readers reuse that result
+    (the options with defaults filled in map to the same instance)."""
+    key = (cls, json.dumps(cfg.options, sort_keys=True))
+    if key not in _validated:
+        options = validate(cls.Options, cfg.options, where=f"options of objective {cfg.objective!r}")
+        resolved = (cls, json.dumps(options.model_dump(mode="json"), sort_keys=True))
+        _validated[key] = _validated[resolved] = options
+    return _validated[key]
 
 
 def checked(cfg: RunConfig) -> RunConfig:
@@ -91,8 +106,19 @@ def checked(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _wants_cuda(train: TrainConfig) -> bool:
+    return train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available())
+
+
+def effective_precision(train: TrainConfig) -> str:
+    """``bf16`` or ``fp32``, as a run on this machine computes: ``auto`` is bf16 autocast on
+    CUDA only (on CPUs without bf16 instructions it is ~4x slower)."""
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and _wants_cuda(train))
+    return "bf16" if bf16 else "fp32"
+
+
 def pick_device(cfg: RunConfig) -> torch.device:
-    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+    if _wants_cuda(cfg.train):
         if not torch.cuda.is_available():
             raise RuntimeError("train.device=cuda but torch sees no CUDA device")
         rank = dist.get_rank() if dist.is_initialized() else 0
@@ -100,9 +126,25 @@ def pick_device(cfg: RunConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
-    """Per-(seed, step) randomness: never the global RNG, never shared across ranks."""
-    return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+def learning_rate(t: TrainConfig, progress: float) -> float:
+    """The learning rate once ``progress`` (the fraction of the budget consumed after the step,
+    on the budget's own axis) is reached: linear warmup over ``t.warmup``, then ``t.schedule``
+    from ``t.lr`` down to ``t.lr * t.min_lr_ratio`` at the end of the budget."""
+    if t.warmup and progress < t.warmup:
+        return t.lr * progress / t.warmup
+    rest = min(1.0, (progress - t.warmup) / max(1e-12, 1 - t.warmup))
+    floor = t.lr * t.min_lr_ratio
+    if t.schedule == "constant":
+        return t.lr
+    if t.schedule == "linear":
+        return t.lr - (t.lr - floor) * rest
+    return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * rest))
+
+
+def row_seeds(seed: int, step: int, batch_size: int) -> np.ndarray:
+    """One seed per row of the global batch at ``step``, by its index there: never the global
+    RNG, and the same whichever rank or micro-batch the row lands in."""
+    return np.random.SeedSequence([seed, step]).generate_state(batch_size, np.uint64)
 
 
 def build_modules(objective: Objective, cfg: ModelConfig, vocab_size: int) -> nn.ModuleDict:
@@ -142,6 +184,11 @@ class Trainer:
         self.out = Path(out)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
+        t = self.cfg.train
+        if t.batch_size < self.world * t.grad_accum:
+            raise ConfigError(f"train.batch_size={t.batch_size} gives {self.world} processes x "
+                              f"train.grad_accum={t.grad_accum} micro-batches less than one row "
+                              f"each: raise train.batch_size to at least {self.world * t.grad_accum}")
         self.data = data or prepare_data(self.cfg.data, self.cfg.train.batch_size)
         self.objective = build_objective(self.cfg, self.data.vocab)
         self.device = pick_device(self.cfg)
@@ -156,9 +203,7 @@ class Trainer:
         self.progress = progress and self.rank == 0
         self.sinks = [*sinks, *open_trackers(self.cfg.train.log_to, self.out, self.cfg)] \
             if self.rank == 0 else []
-        # auto: bf16 on CUDA only (on CPUs without bf16 instructions it is ~4x slower)
-        precision = self.cfg.train.precision
-        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        self.bf16 = effective_precision(self.cfg.train) == "bf16"
         # compile the encoder only: the chunked head loss is a Python loop over row chunks
         encoder = torch.compile(self.model) if self.cfg.train.compile else self.model
         self.forward_model: torch.nn.Module = ObjectiveLoss(self.objective, encoder, self.objective_modules)
@@ -182,28 +227,21 @@ class Trainer:
         # fused: one kernel for all parameters, on CPU too (4x faster there than foreach)
         return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=True)
 
-    # -- schedule -------------------------------------------------------------------------
-    def lr_at(self, progress: float) -> float:
-        t = self.cfg.train
-        if t.warmup and progress < t.warmup:
-            return t.lr * progress / t.warmup
-        rest = min(1.0, (progress - t.warmup) / max(1e-12, 1 - t.warmup))
-        floor = t.lr * t.min_lr_ratio
-        if t.schedule == "constant":
-            return t.lr
-        if t.schedule == "linear":
-            return t.lr - (t.lr - floor) * rest
-        return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * rest))
-
     # -- one step -------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[ObjectiveBatch]:
+        """This rank's share of the global batch at ``step``, in ``grad_accum`` micro-batches.
+
+        Each row draws from its own generator, seeded by its index in the global batch
+        (`RowGenerator`), so the split over ranks and micro-batches never changes a mask."""
         t = self.cfg.train
         rows = batch_rows(len(self.data.train), t.batch_size, step, self.cfg.seed)
-        mine = rows[self.rank::self.world]
+        seeds = row_seeds(self.cfg.seed, step, t.batch_size)
+        mine = np.arange(t.batch_size)[self.rank::self.world]  # indices in the global batch
         out = []
-        for micro, part in enumerate(np.array_split(mine, t.grad_accum)):
-            blocks = torch.from_numpy(self.data.train[np.sort(part)].astype(np.int64))
-            gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, micro, self.rank))
+        for part in np.array_split(mine, t.grad_accum):
+            blocks = torch.from_numpy(self.data.train[rows[part]].astype(np.int64))
+            gen = RowGenerator(seeds[part].tolist(), seed=int(seeds[part[0]]), places=part.tolist(),
+                               batch_size=t.batch_size)
             out.append(self.objective.make_batch(blocks, gen))
         return out
 
@@ -231,7 +269,7 @@ class Trainer:
         cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
                 "flops": flops}
         budget = self.cfg.budget
-        lr = self.lr_at((c.on(budget.axis) + cost[budget.axis]) / budget.value)
+        lr = learning_rate(t, (c.on(budget.axis) + cost[budget.axis]) / budget.value)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
@@ -315,7 +353,8 @@ class Trainer:
                            desc=f"{self.cfg.objective} seed {self.cfg.seed}", unit=f" {axis}",
                            unit_scale=True, leave=False, summary=True)
         last = time.perf_counter()
-        final = self.out
+        kept = ckpt.checkpoints(self.out)
+        final = kept[-1] if kept else self.out  # a finished run resumed: its last checkpoint
         while self.counters.on(axis) < budget:
             before = self.counters.on(axis)
             seen.add(self.counters.step)

@@ -10,6 +10,8 @@ declares ``score_kind = "none"``), and registers under the entry-point group
 * `with_cls` (every input starts with ``[CLS]``, so clean index k sits at position k + 1),
   `Vocab.random_tokens` (random non-special tokens), `Vocab.is_special`;
 * `unit_ids` and `select_units` (tokens, whole words or spans, chosen up to a quota);
+* `rand`, `randint`, `row` and `strata` draw row by row under the trainer's `RowGenerator`, so
+  masks never depend on how the global batch is split over processes and micro-batches;
 * `token_loss` and `token_loss_flops` (the default loss and its cost), `attention_matrix`;
 * `check_objective` runs the contract (``objbench check-objective NAME``).
 """
@@ -22,6 +24,7 @@ _PUBLIC = {
                                  "IGNORE", "ScoreKind", "Pooling", "with_cls", "collate", "attention_matrix",
                                  "special_tokens", "token_loss", "token_loss_flops"),
     "objbench.objectives.masking": ("unit_ids", "select_units"),
+    "objbench.objectives.draws": ("RowGenerator", "rand", "randint", "row", "strata"),
     "objbench.objectives.contract": ("check_objective", "Check"),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}

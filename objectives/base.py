@@ -27,6 +27,7 @@ from objbench.harness.errors import ScoringNotApplicable
 from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder, query_rows
+from objbench.objectives import draws
 
 IGNORE = -100
 BASE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
@@ -67,10 +68,11 @@ class Vocab:
     def is_special(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.isin(ids, self.special_ids.to(ids.device))
 
-    def random_tokens(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        """Uniformly random non-special token ids (specials hold the first ids of every
-        objbench vocabulary), e.g. BERT's random replacements."""
-        return torch.randint(len(self.specials), self.size, shape, generator=gen)
+    def random_tokens(self, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+        """Uniformly random non-special token ids ``(rows, width)`` (specials hold the first ids
+        of every objbench vocabulary), e.g. BERT's random replacements; each row from its own
+        generator under a `RowGenerator` (`objbench.objectives.draws`)."""
+        return draws.randint(gen, len(self.specials), self.size, *shape)
 
 
 @dataclass
@@ -108,6 +110,25 @@ class ObjectiveBatch:
                                                      "target_source", "position_ids", "segment_ids",
                                                      "weights")}
         return replace(self, **moved, extra={k: move(v) for k, v in self.extra.items()})
+
+    def row(self, b: int, pad_id: int) -> "ObjectiveBatch":
+        """Row ``b`` alone, its padding cut off: every ``(B, T, ...)`` tensor, ``extra`` ones
+        included, sliced to ``[b:b + 1, :n]``; the normaliser kept. FLOPs are counted per row as
+        it runs alone, so how rows are batched never changes a count (`Objective.flops`)."""
+        B, T = self.input_ids.shape
+        n = int((self.input_ids[b] != pad_id).sum())
+
+        def cut(t: torch.Tensor | str | None) -> torch.Tensor | str | None:
+            if not isinstance(t, torch.Tensor) or t.shape[:1] != (B,):
+                return t
+            if t.dim() >= 3 and t.shape[1:3] == (T, T):  # an attention pattern
+                return t[b:b + 1, :n, :n]
+            return t[b:b + 1, :n] if t.dim() >= 2 and t.shape[1] == T else t[b:b + 1]
+
+        fields = ("input_ids", "targets", "attn", "source_index", "target_source", "position_ids",
+                  "segment_ids", "weights")
+        return replace(self, **{f: cut(getattr(self, f)) for f in fields},
+                       extra={k: cut(v) for k, v in self.extra.items()}, stats={})
 
     @property
     def n_targets(self) -> int:
@@ -157,11 +178,15 @@ def token_loss(encoder: Encoder, batch: ObjectiveBatch) -> torch.Tensor:
     return linear_cross_entropy(hidden, encoder.tok.weight, encoder.head_bias, batch.targets[keep], weights)
 
 
-def token_loss_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
-    """What `token_loss` and its backward cost on this batch (`objbench.harness.flops`)."""
-    rows = query_rows(batch.targets != IGNORE)
-    return train_flops(cfg, vocab_size, *batch.input_ids.shape, batch.n_targets,
-                       None if rows is None else rows.shape[1])
+def token_loss_flops(cfg: ModelConfig, vocab_size: int, batch: ObjectiveBatch, pad_id: int) -> float:
+    """What `token_loss` and its backward cost on this batch (`objbench.harness.flops`), each row
+    as it runs alone: at its own length, its last block at its own targets (`query_rows`'s
+    rule for one row). Padding to the batch's longest row never counts, so how rows are grouped
+    into processes and micro-batches never changes the count, nor a FLOPs budget's end."""
+    lengths = (batch.input_ids != pad_id).sum(1).tolist()
+    targets = (batch.targets != IGNORE).sum(1).tolist()
+    return sum(train_flops(cfg, vocab_size, 1, n, t, t if 0 < 2 * t <= n else None)
+               for n, t in zip(lengths, targets))
 
 
 class Objective(ABC):
@@ -237,9 +262,10 @@ class Objective(ABC):
         return batch.n_targets
 
     def flops(self, model: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
-        """Matmul FLOPs of `loss` and its backward on this batch, modules included: the
-        ``flops`` budget axis (checked against torch's FLOP counter by the contract)."""
-        return token_loss_flops(model, vocab_size, batch)
+        """Matmul FLOPs of `loss` and its backward on this batch, modules included, each row
+        counted as it runs alone without padding (`ObjectiveBatch.row`): the ``flops`` budget
+        axis (checked against torch's FLOP counter, row by row, by the contract)."""
+        return token_loss_flops(model, vocab_size, batch, self.vocab["[PAD]"])
 
     def positions_needed(self, n_tokens: int) -> int:
         """Position embeddings (largest position id + 1) that a row built from ``n_tokens`` clean

@@ -33,6 +33,7 @@ from torch import nn
 from objbench.harness.config import ModelConfig
 from objbench.harness.flops import train_flops
 from objbench.harness.model import Encoder, query_rows
+from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Loss, Objective, ObjectiveBatch, Options, Predictions
 from objbench.objectives.mlm import MaskedLM, MLMOptions
 
@@ -90,7 +91,7 @@ class Electra(Objective):
         per_row = text.sum(1) / masked.sum(1).clamp(min=1)
         batch.weights = torch.where(masked, per_row[:, None], 0.0)
         batch.normaliser = float(text.sum().clamp(min=1))
-        batch.extra = {"uniform": torch.rand(batch.targets.shape, generator=gen), "text": text}
+        batch.extra = {"uniform": draws.rand(gen, *batch.targets.shape), "text": text}
         batch.stats = {"mask_rate_applied": batch.stats["mask_rate_applied"]}
         return batch
 
@@ -142,12 +143,18 @@ class Electra(Objective):
 
     def flops(self, model: ModelConfig, vocab_size: int, batch: ObjectiveBatch) -> float:
         """Generator (sparse last block, LM head at the masked tokens), discriminator (every
-        position, no LM head) and its binary head at the text positions; each 3x forward."""
-        masked, text = batch.targets != IGNORE, batch.extra["text"]
-        B, T = batch.input_ids.shape
-        gen_rows, disc_rows = query_rows(masked), query_rows(text)
-        generator = train_flops(generator_config(model, self.options.generator_width), vocab_size, B, T,
-                                int(masked.sum()), None if gen_rows is None else gen_rows.shape[1])
-        discriminator = train_flops(model, vocab_size, B, T, 0, None if disc_rows is None else disc_rows.shape[1])
-        head = 3 * 2 * (model.d_model * model.d_model + model.d_model) * int(text.sum())
-        return generator + discriminator + head
+        position, no LM head) and its binary head at the text positions; each 3x forward, each
+        row counted as it runs alone (`Objective.flops`)."""
+        generator = generator_config(model, self.options.generator_width)
+        pad = self.vocab["[PAD]"]
+
+        def row_flops(row: ObjectiveBatch) -> float:
+            masked, text = row.targets != IGNORE, row.extra["text"]
+            T = row.input_ids.shape[1]
+            gen_rows, disc_rows = query_rows(masked), query_rows(text)
+            return (train_flops(generator, vocab_size, 1, T, int(masked.sum()),
+                                None if gen_rows is None else gen_rows.shape[1])
+                    + train_flops(model, vocab_size, 1, T, 0, None if disc_rows is None else disc_rows.shape[1])
+                    + 3 * 2 * (model.d_model * model.d_model + model.d_model) * int(text.sum()))
+
+        return sum(row_flops(batch.row(b, pad)) for b in range(batch.input_ids.shape[0]))

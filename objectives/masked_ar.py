@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options
 from objbench.objectives.masking import select_units, unit_ids
 
@@ -96,8 +97,8 @@ class MaskedAutoregression(Objective):
         """Parts A and B for rows of clean tokens ``tok (R, T)`` with masked positions ``m``.
 
         Row r is ``[part A | part B | padding]``; padded positions attend only to themselves.
-        Batched over rows: the only per-row work is drawing each row's span order, which
-        keeps the generator's stream (and so every batch) independent of the batching.
+        Batched over rows: the only per-row work is drawing each row's span order, from the
+        row's own generator when it has one (`draws.row`).
         """
         v = self.vocab
         R, T = tok.shape
@@ -111,7 +112,7 @@ class MaskedAutoregression(Objective):
         rank = torch.zeros(R, T, dtype=torch.long)  # rank[r, s]: place of span s in part B
         for r in range(R):
             n = int(k[r])
-            rank[r, :n] = torch.randperm(n, generator=gen) if random_order else torch.arange(n)
+            rank[r, :n] = torch.randperm(n, generator=draws.row(gen, r)) if random_order else torch.arange(n)
         span_rank = rank.gather(1, span_of)
 
         # part A: [CLS], then unmasked tokens and one [MASK] per span, in text order

@@ -2,7 +2,8 @@
 
 Tokens are grouped into units (single tokens, whole words, or random spans) and whole units
 are drawn in random order until a row's quota is met. Everything is batched tensor work:
-no Python loop over tokens.
+no Python loop over tokens. Draws go through `objbench.objectives.draws`, each row taking the
+same count of numbers from its stream whatever rows share its batch.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+
+from objbench.objectives import draws
 
 Unit = Literal["token", "word", "span"]
 
@@ -25,7 +28,7 @@ def unit_ids(
     if unit == "word":
         starts = word_start[blocks]
     else:  # spans with geometric lengths of mean ``mean_span``
-        starts = torch.rand(B, T, generator=gen) < 1.0 / mean_span
+        starts = draws.rand(gen, B, T) < 1.0 / mean_span
     starts[:, 0] = True
     return starts.long().cumsum(1) - 1
 
@@ -42,7 +45,7 @@ def select_units(
     n_units = int(units.max()) + 1
     size = torch.zeros(B, n_units).scatter_add_(1, units, torch.ones(B, T))
     bad = torch.zeros(B, n_units).scatter_add_(1, units, (~eligible).float()) > 0
-    keys = torch.rand(B, n_units, generator=gen)
+    keys = draws.rand(gen, B, T)[:, :n_units]  # a row has at most T units; T draws per row
     keys[bad | (size == 0)] = 2.0  # sorted last, never reached before the quota
     order = keys.argsort(dim=1)
     sorted_size = size.gather(1, order)

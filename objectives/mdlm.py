@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
 
 
@@ -56,12 +57,13 @@ class MaskedDiffusionLM(Objective):
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         o = self.options
         B, T = blocks.shape
-        u = torch.rand(B, generator=gen)
-        if o.low_discrepancy:
-            u = (torch.arange(B) + u) / B
+        u = draws.rand(gen, B, 1)[:, 0]
+        if o.low_discrepancy:  # one stratum of (0, 1] per row of the global batch
+            stratum, strata = draws.strata(gen, B)
+            u = (stratum + u) / strata
         t = 1 - (1 - o.eps) * u  # in (eps, 1]
         eligible = ~self.vocab.is_special(blocks)
-        masked = eligible & (torch.rand(B, T, generator=gen) < t[:, None])
+        masked = eligible & (draws.rand(gen, B, T) < t[:, None])
         batch = self._rows(blocks, masked, weight=1 / t)
         batch.normaliser = float(eligible.sum().clamp(min=1))
         batch.stats = {"t_mean": float(t.mean()),

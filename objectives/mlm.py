@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
 from objbench.objectives.masking import select_units, unit_ids
 
@@ -48,7 +49,7 @@ class MaskedLM(Objective):
         units = unit_ids(blocks, o.unit, v.word_start, o.mean_span, gen)
         selected = select_units(units, eligible, quota, gen)
 
-        u = torch.rand(B, T, generator=gen)
+        u = draws.rand(gen, B, T)
         to_mask = selected & (u < o.p_mask)
         to_random = selected & (u >= o.p_mask) & (u < o.p_mask + o.p_random)
         kept = selected & ~to_mask & ~to_random

@@ -334,7 +334,8 @@ def _figures(analysis: Analysis) -> list[Block]:
 
 
 def _provenance(data: StudyData) -> list[Block]:
-    runs = data.runs.assign(wall_time_s=data.runs["wall_time_s"].map(fmt))
+    times = ["wall_time_s", "train_s", "tasks_s"]
+    runs = data.runs.assign(**{t: data.runs[t].map(fmt) for t in times})
     blocks: list[Block] = [Heading("Provenance", 3)]
     if data.provenance:
         flat = _flatten(data.provenance)
@@ -344,7 +345,7 @@ def _provenance(data: StudyData) -> list[Block]:
                                 " hardware and git commit are unknown."))
     blocks += [
         Table(_cells(runs[["arm", "seed", "state", "objective", "options", "score_kind", "config_hash",
-                           "wall_time_s"]])),
+                           *times]])),
         Paragraph(f"Report written by objbench {__version__} from the files of this study"
                   " directory alone."),
     ]

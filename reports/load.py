@@ -34,7 +34,8 @@ RESULT_COLUMNS = [
 ]
 ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "pooling", "item", "value"]
 RUN_COLUMNS = [
-    "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s", "score_kind",
+    "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s", "train_s",
+    "tasks_s", "score_kind",
 ]
 
 _SEED_DIR = re.compile(r"seed(\d+)")
@@ -226,6 +227,8 @@ def _run_record(arm: str, seed: int, status: dict, label: str, problems: list[st
         "config_hash": status.get("config_hash", ""),
         "wall_time_s": status.get("wall_time_s"),
         "score_kind": status.get("score_kind") or "",  # how zero-shot tasks scored sentences
+        "train_s": status.get("train_s"),  # absent in runs recorded before training and tasks were timed
+        "tasks_s": status.get("tasks_s"),
     }
 
 

@@ -12,7 +12,8 @@ of are here for third-party tasks too:
   ``word_index``), `pooled_features` sentence features per pooling, `TrainedModel.score`
   sentence scores;
 * probing: `ProbeSplit`, `probe_layers` (a probe and its control task per layer),
-  `add_probe_rows`, `majority_acc`; `classify` runs the whole sentence-classification recipe
+  `probe_streamed` (the same over features read a few layers at a time), `add_probe_rows`,
+  `majority_acc`; `classify` runs the whole sentence-classification recipe
   (baseline, probes, fine-tuning) on texts and labels.
 
 Register the task class under the entry-point group ``objbench.tasks``;
@@ -30,8 +31,8 @@ _PUBLIC = {
     "objbench.tasks.admission": ("Admission",),
     "objbench.tasks.builtin": ("SPLITS", "SplitCaps", "subsets", "ProbeOptions", "PoolingOptions",
                                "FinetuneOptions", "classify"),
-    "objbench.tasks.probing": ("ProbeSplit", "LayerProbe", "probe_layers", "add_probe_rows", "majority_acc",
-                               "pooled_features", "TOKEN_POOLING", "MEAN"),
+    "objbench.tasks.probing": ("ProbeSplit", "LayerProbe", "probe_layers", "probe_streamed", "add_probe_rows",
+                               "majority_acc", "pooled_features", "TOKEN_POOLING", "MEAN"),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = list(_MODULE_OF)

@@ -24,8 +24,8 @@ from objbench.tasks.finetune import Labelled, finetune
 from objbench.tasks.lexical import (Lexicon, add_baseline_rows, add_contextual_gain, add_subset_rows,
                                     ambiguous_types, is_ambiguous)
 from objbench.tasks.probing import (MEAN, TOKEN_POOLING, LayerProbe, ProbeSplit, add_probe_rows, majority_acc,
-                                    pair_features, pooled_features, probe_layers, ridge_layers,
-                                    spearman)
+                                    pair_features, pooled_features, probe_layers, probe_streamed,
+                                    ridge_layers, spearman)
 from objbench.tasks.zero_shot import minimal_pairs, rank_candidates
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,23 @@ def subsets(data: datasets.DatasetDict,
     return out, ids
 
 
+def word_capped(data: dict[str, datasets.Dataset], ids: dict[str, list[str]], max_words: int | None,
+                ) -> tuple[dict[str, datasets.Dataset], dict[str, list[str]]]:
+    """Each split of pre-split sentences (column ``words``) cut to whole sentences holding at
+    most ``max_words`` words (at least one sentence), taken in a fixed random order (seed 0,
+    as `subsets`): the same sentences for every run, from every part of the corpus."""
+    if max_words is None:
+        return data, ids
+    out, kept_ids = {}, {}
+    for split, ds in data.items():
+        order = np.random.default_rng(0).permutation(ds.num_rows)
+        words = np.cumsum(np.array([len(w) for w in ds["words"]], dtype=np.int64)[order])
+        keep = np.sort(order[: max(1, int(np.searchsorted(words, max_words, side="right")))])
+        out[split] = ds if len(keep) == ds.num_rows else ds.select(keep.tolist())
+        kept_ids[split] = [ids[split][i] for i in keep]
+    return out, kept_ids
+
+
 def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text]],
              labels: dict[str, np.ndarray], test_ids: list[str], o: SentimentOptions | HFOptions,
              seed: int) -> None:
@@ -115,8 +132,8 @@ def classify(result: TaskResult, model: TrainedModel, texts: dict[str, list[Text
         feats = {s: pooled_features(model, texts[s], o.mean_pooling, desc=f"{result.task} {s}") for s in SPLITS}
         for pooling in feats["train"]:
             splits = [ProbeSplit(feats[s][pooling], labels[s], np.array([str(t) for t in texts[s]])) for s in SPLITS]
-            add_probe_rows(result, probe_layers(*splits, seed=seed, cs=o.C, max_iter=o.max_iter), pooling,
-                           test_ids)
+            add_probe_rows(result, probe_layers(*splits, seed=seed, cs=o.C, max_iter=o.max_iter,
+                                                device=model.device), pooling, test_ids)
     if "finetune" in o.readings:
         n_classes = int(max(y.max() for y in labels.values())) + 1
         ft = finetune(model, *(Labelled(texts[s], labels[s]) for s in SPLITS), n_classes=n_classes,
@@ -198,6 +215,10 @@ class POSOptions(SplitCaps, ProbeOptions):
     max_train: int | None = _cap(200, "training sentences")
     max_validation: int | None = _cap(100, "validation sentences")
     max_test: int | None = _cap(200, "test sentences")
+    max_words: int | None = Field(
+        100_000, ge=1, description="words read per split (whole sentences, a fixed random subset "
+        "like the caps'); null = all. Features stream a few layers at a time (`probe_streamed`), "
+        "so a layer's features take at most 3 x max_words x d_model floats: 0.9 GB at BERT-base size")
     batch_size: int = Field(64, ge=1, description="sentences per feature-extraction batch")
     ambiguous_min_count: int = Field(
         2, ge=1, description="a word type is ambiguous when at least two of its tags are each seen "
@@ -214,28 +235,44 @@ class POS(Task):
         return [{"metric": "probe_acc_ambiguous", "pooling": TOKEN_POOLING}]
 
     def run(self, model: TrainedModel, seed: int) -> TaskResult:
-        admission = Admission(model, self.name, self.options)
-        data, sentence_ids = admission.keep_readable(*subsets(probe_data.load_pos(), self.options.caps()),
+        o = self.options
+        admission = Admission(model, self.name, o)
+        data, sentence_ids = admission.keep_readable(*word_capped(*subsets(probe_data.load_pos(), o.caps()),
+                                                                  o.max_words),
                                                      lambda d: d["words"], words=True)
-        feats, tokens, ids = {}, {}, []
-        for s, d in data.items():
-            words, tags = list(d["words"]), list(d["tags"])
-            read = model.word_features(words, self.options.batch_size)
-            feats[s] = np.concatenate([r.features for r in read])
-            tokens[s] = datasets.Dataset.from_dict({  # labels aligned by the words each row reads
-                "words": [w for ws, r in zip(words, read) for w in r.align(ws)],
-                "tags": [t for ts, r in zip(tags, read) for t in r.align(ts)]})
-            if s == "test":
-                ids = [f"{i}:{j}" for i, r in zip(sentence_ids[s], read) for j in r.word_index]
-        probe_data.validate_labelled(datasets.DatasetDict(tokens), self.name, ["words"], "tags")
-        splits = [ProbeSplit(feats[s], np.array(tokens[s]["tags"]), np.array(tokens[s]["words"]))
-                  for s in SPLITS]
+        read: dict = {}  # labels and item ids, the same at every layer: kept from the first read
+
+        def features(group: list[int]) -> list[ProbeSplit]:
+            splits, read["ids"] = self._read(model, data, sentence_ids["test"], group)
+            read.setdefault("labels", [ProbeSplit(np.empty((len(s.y), 0, 0)), s.y, s.keys) for s in splits])
+            return splits
+
+        n_words = sum(len(words) for d in data.values() for words in d["words"])
+        layers = probe_streamed(features, model.cfg.model.n_layers + 1, n_words, model.cfg.model.d_model,
+                                seed, o.C, o.max_iter, model.device)
         result = TaskResult(self.name)
-        layers = probe_layers(*splits, seed=seed, cs=self.options.C, max_iter=self.options.max_iter)
-        add_probe_rows(result, layers, TOKEN_POOLING, ids)
-        self._context_rows(result, layers, splits, np.array(ids))
+        add_probe_rows(result, layers, TOKEN_POOLING, read["ids"])
+        self._context_rows(result, layers, read["labels"], np.array(read["ids"]))
         admission.add_rows(result)
         return result
+
+    def _read(self, model: TrainedModel, data: dict[str, datasets.Dataset], test_ids: list[str],
+              layers: list[int]) -> tuple[list[ProbeSplit], list[str]]:
+        """Each split's word features at ``layers`` with labels aligned by the words each row
+        reads, and the test rows' item ids (``sentence:word``)."""
+        splits, tokens = [], {}
+        for s in SPLITS:
+            words, tags = list(data[s]["words"]), list(data[s]["tags"])
+            read = model.word_features(words, self.options.batch_size, layers)
+            tokens[s] = datasets.Dataset.from_dict({
+                "words": [w for ws, r in zip(words, read) for w in r.align(ws)],
+                "tags": [t for ts, r in zip(tags, read) for t in r.align(ts)]})
+            splits.append(ProbeSplit(np.concatenate([r.features for r in read]), np.array(tokens[s]["tags"]),
+                                     np.array(tokens[s]["words"])))
+            if s == "test":
+                ids = [f"{i}:{j}" for i, r in zip(test_ids, read) for j in r.word_index]
+        probe_data.validate_labelled(datasets.DatasetDict(tokens), self.name, ["words"], "tags")
+        return splits, ids
 
     def _context_rows(self, result: TaskResult, layers: list[LayerProbe], splits: list[ProbeSplit],
                       ids: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """Linear probes on frozen features, layer by layer, each with a control task.
 
-A probe is standardised features -> logistic regression (scikit-learn), with C picked on the
-validation split. Every probe is paired with a control task (Hewitt & Liang 2019): the same
+A probe is standardised features -> logistic regression (scikit-learn on CPU; in torch on the
+run's device where that is a GPU, `objbench.tasks.logistic`), with C picked on the validation
+split. Every probe is paired with a control task (Hewitt & Liang 2019): the same
 features, with each control key (a word type for token tasks, an example for sentence tasks)
 given a random label drawn from the training label distribution. Selectivity = probe accuracy
 - control accuracy: how much of the accuracy comes from the representation rather than from
@@ -11,8 +12,8 @@ the probe memorising its inputs.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,9 +27,13 @@ from threadpoolctl import threadpool_limits
 from objbench.harness.progress import progress_bar
 from objbench.harness.reading import Text, TrainedModel
 from objbench.tasks.base import TaskResult
+from objbench.tasks.logistic import TorchLogistic
 
 MEAN = "mean"  # mean over the text tokens ([CLS] and padding excluded), at every layer
 TOKEN_POOLING = "first-subtoken"  # token tasks read each word at its first sub-token
+# The most feature bytes a streamed probe holds at once (`probe_streamed`): as many layers as
+# fit, one layer at least. Fitting adds the probe's standardised copy of one layer.
+FEATURE_BYTES = 1 << 30
 
 
 @dataclass
@@ -81,8 +86,9 @@ def control_labels(splits: Sequence[ProbeSplit], train_y: np.ndarray, seed: int)
 
 
 def _fit_best(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray,
-              cs: Sequence[float], max_iter: int, seed: int):
-    """The logistic-regression pipeline with the best validation accuracy over ``cs``.
+              cs: Sequence[float], max_iter: int, seed: int, device: torch.device):
+    """The logistic-regression probe with the best validation accuracy over ``cs``: fit in
+    torch on ``device`` when it is a GPU (`TorchLogistic`), else by scikit-learn.
 
     L-BFGS stops after ``max_iter`` iterations: a fixed compute budget, the same for every arm
     (control probes on random labels rarely converge), so convergence warnings are silenced.
@@ -91,10 +97,13 @@ def _fit_best(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.nda
     """
     best, best_acc = None, -1.0
     for c in cs:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
-        with threadpool_limits(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(x_tr, y_tr)
+        if device.type != "cpu":
+            clf = TorchLogistic(c, max_iter, device).fit(x_tr, y_tr)
+        else:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
+            with threadpool_limits(1), warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(x_tr, y_tr)
         acc = float((clf.predict(x_va) == y_va).mean())
         if acc > best_acc:
             best, best_acc = clf, acc
@@ -108,16 +117,38 @@ def majority_acc(train_y: np.ndarray, test_y: np.ndarray) -> float:
 
 
 def probe_layers(train: ProbeSplit, validation: ProbeSplit, test: ProbeSplit, seed: int,
-                 cs: Sequence[float] = (1.0,), max_iter: int = 200) -> list[LayerProbe]:
-    """Probe and control accuracy on test for every layer; C picked on validation, separately for each."""
+                 cs: Sequence[float] = (1.0,), max_iter: int = 200,
+                 device: torch.device | str = "cpu") -> list[LayerProbe]:
+    """Probe and control accuracy on test for every layer; C picked on validation, separately
+    for each. Probes are fit on ``device`` (the run's: `TrainedModel.device`) when it is a GPU."""
     c_tr, c_va, c_te = control_labels([train, validation, test], train.y, seed)
-    layers = []
+    device, layers = torch.device(device), []
     for layer in range(train.x.shape[1]):
         x_tr, x_va, x_te = train.x[:, layer], validation.x[:, layer], test.x[:, layer]
-        probe, _ = _fit_best(x_tr, train.y, x_va, validation.y, cs, max_iter, seed)
-        control, _ = _fit_best(x_tr, c_tr, x_va, c_va, cs, max_iter, seed)
+        probe, _ = _fit_best(x_tr, train.y, x_va, validation.y, cs, max_iter, seed, device)
+        control, _ = _fit_best(x_tr, c_tr, x_va, c_va, cs, max_iter, seed, device)
         layers.append(LayerProbe(layer, probe.predict(x_va) == validation.y, probe.predict(x_te) == test.y,
                                  float((control.predict(x_te) == c_te).mean())))
+    return layers
+
+
+def probe_streamed(read: Callable[[list[int]], list[ProbeSplit]], n_layers: int, n_rows: int, width: int,
+                   seed: int, cs: Sequence[float] = (1.0,), max_iter: int = 200,
+                   device: torch.device | str = "cpu") -> list[LayerProbe]:
+    """`probe_layers` over features too large to hold for every layer at once.
+
+    ``read(layers)`` returns the train, validation and test splits with features at those
+    layers only, ``(N, len(layers), width)``; it is called for consecutive groups of layers,
+    each as large as `FEATURE_BYTES` allows for ``n_rows`` rows (all splits, an upper bound),
+    and a group's features are dropped before the next is read.
+    """
+    per_layer = max(1, n_rows * width * np.dtype(np.float32).itemsize)
+    size = int(min(n_layers, max(1, FEATURE_BYTES // per_layer)))
+    layers = []
+    for start in range(0, n_layers, size):
+        group = list(range(start, min(start + size, n_layers)))
+        probes = probe_layers(*read(group), seed=seed, cs=cs, max_iter=max_iter, device=device)
+        layers += [replace(p, layer=layer) for p, layer in zip(probes, group, strict=True)]
     return layers
 
 

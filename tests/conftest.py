@@ -21,6 +21,11 @@ EXAMPLES = [ROOT / "examples" / "objbench-reverse-lm", ROOT / "examples" / "objb
 
 
 def pytest_configure(config) -> None:
+    import torch
+
+    # one thread: tiny models gain nothing from a second one, and on a shared machine a
+    # descheduled second thread stalls every op (runs measured 10-30x slower under load)
+    torch.set_num_threads(1)
     target = Path(tempfile.mkdtemp(prefix="objbench-plugins-"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--target", str(target), *map(str, EXAMPLES)],

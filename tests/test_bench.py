@@ -1,9 +1,10 @@
-"""The benches run end to end at tiny sizes and return well-formed numbers (never timed here)."""
+"""The benches run end to end at tiny sizes, and their numbers hold together: every derived
+number is what its parts give, FLOPs are what flops.py counts, and nothing is ever timed here."""
 
 from __future__ import annotations
 
 import json
-import math
+import statistics
 import subprocess
 import sys
 
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from objbench.bench import gpu_check, pipeline, throughput
+from objbench.harness.flops import train_flops
 from tests.conftest import ROOT
-
 
 @pytest.fixture(autouse=True)
 def restore_threads():
@@ -23,26 +24,39 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def positive(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
-
-
-def test_throughput_tiny_round(tmp_path):
+def test_throughput_tiny_rounds_hold_together(tmp_path):
     out = tmp_path / "t.json"
-    throughput.main(["--size", "tiny", "--rounds", "1", "--warmup", "1", "--threads", "1", "--out", str(out)])
+    throughput.main(["--size", "tiny", "--rounds", "2", "--warmup", "1", "--threads", "1", "--out", str(out)])
     res = json.loads(out.read_text())
+    size, cfg = throughput.SIZES["tiny"], res["config"]
     assert set(res["contenders"]) == {"ob-mlm", "hf-bert", "hf-bert-default", "ob-clm", "hf-gpt2",
                                       "hf-gpt2-default", "ob-mar-0.15", "ob-mar-1.0", "ob-mntp", "ob-electra",
                                       "ob-electra-generator", "ob-mlm-0.5", "ob-mdlm"}
+    assert len(res["peak_flops"]) == len(res["load_1min_per_round"]) == 2
+    peak = max(res["peak_flops"])
+    B, T = size.batch, size.block
     for name, c in res["contenders"].items():
-        for key in ("tokens_per_s_min", "tokens_per_s_median", "tokens_per_s_max", "step_s_median",
-                    "useful_flops_per_step", "executed_flops_per_step", "useful_mfu"):
-            assert positive(c[key]), (name, key)
-        assert c["executed_flops_per_step"] >= c["useful_flops_per_step"]
+        for tokens_per_s, step_s in zip(c["tokens_per_s"], c["step_s"], strict=True):
+            assert tokens_per_s * step_s == pytest.approx(cfg["tokens_per_step"])  # B x T clean tokens
+        assert c["tokens_per_s_min"] <= c["tokens_per_s_median"] <= c["tokens_per_s_max"]
+        assert c["step_s_median"] == pytest.approx(statistics.median(c["step_s"]))
+        flops = [mfu * s * peak for mfu, s in zip(c["useful_mfu_per_round"], c["step_s"], strict=True)]
+        assert statistics.mean(flops) == pytest.approx(c["useful_flops_per_step"])  # MFU = FLOPs / s / peak
         assert c["dropout"] == (0.1 if name.endswith("default") else 0.0)
+        executed, useful = c["executed_flops_per_step"], c["useful_flops_per_step"]
+        assert executed == useful if c["side"] == "objbench" else executed > useful
+    model = size.model()
+    clm = res["contenders"]["ob-clm"]
+    assert clm["useful_flops_per_step"] == train_flops(model, size.vocab, B, T, B * T)  # [CLS] t1..t(T-1)
+    assert res["contenders"]["hf-gpt2"]["useful_flops_per_step"] == train_flops(model, size.vocab, B, T, B * (T - 1))
+    assert res["contenders"]["ob-mar-1.0"]["useful_flops_per_step"] > clm["useful_flops_per_step"]  # part A, [E]
+    for comp in res["comparisons"]:
+        a, b = res["contenders"][comp["a"]], res["contenders"][comp["b"]]
+        per_round = ([x / y for x, y in zip(a["tokens_per_s"], b["tokens_per_s"])] if comp["how"] == "speedup"
+                     else [x / y for x, y in zip(a["step_s"], b["step_s"])])
+        assert comp["per_round"] == pytest.approx(per_round) and comp["median"] == pytest.approx(
+            statistics.median(per_round))
     assert {(c["a"], c["b"]) for c in res["comparisons"]} == {(a, b) for a, b, _, _ in throughput.COMPARISONS}
-    assert all(positive(c["median"]) and len(c["per_round"]) == 1 for c in res["comparisons"])
-    assert all(positive(p) for p in res["peak_flops"])
     assert res["versions"]["transformers"] != "not installed" and res["cpu"]
 
 
@@ -57,17 +71,30 @@ def test_objbench_counts_the_same_useful_flops_as_the_hf_contender():
     assert hf[1] == ob[1]  # GPT-2 executes the head at every position, as clm does
 
 
-def test_pipeline_tiny(tmp_path):
+@pytest.mark.slow  # starts 1 training process and times reading: ~10 s
+def test_pipeline_tiny_numbers_hold_together(tmp_path):
     out = tmp_path / "p.json"
     pipeline.main(["--size", "tiny", "--threads", "1", "--out", str(out)])
     res = json.loads(out.read_text())
-    assert positive(res["tokenization"]["tokens_per_s_best"]) and res["tokenization"]["tokens"] > 0
-    assert positive(res["startup"]["first_step_s_min"])
-    assert all(r["first_step_s"] < r["total_s"] for r in res["startup"]["runs"])
-    assert positive(res["memory"]["peak_rss_mib_max"])
+    tok = res["tokenization"]
+    assert tok["documents"] == 100 and tok["tokens"] % 32 == 0  # whole 32-token blocks of 100 PTB docs
+    assert tok["tokens_per_s_best"] * min(tok["seconds"]) == pytest.approx(tok["tokens"])
+    assert tok["tokens_per_s_best"] >= tok["tokens_per_s_median"]
+    runs = res["startup"]["runs"]
+    assert res["startup"]["first_step_s_min"] == min(r["first_step_s"] for r in runs)
+    assert all(r["first_step_s"] < r["total_s"] for r in runs)
+    assert res["memory"]["peak_rss_mib_max"] == max(r["peak_rss_mib"] for r in runs)
+    assert res["memory"]["peak_rss_mib_max"] > 150  # a Python process with torch imported holds more
+    reading = res["reading"]
     for part in ("features", "score"):
-        assert positive(res["reading"][part]["sentences_per_s_best"])
-    assert res["reading"]["sentences"] > 0
+        r = reading[part]
+        assert r["sentences_per_s_best"] * min(r["seconds"]) == pytest.approx(reading["sentences"])
+        assert r["tokens_per_s_best"] * min(r["seconds"]) == pytest.approx(reading["tokens"])
+    assert reading["sentences"] == 12 and reading["tokens"] >= 5 * 12  # sentences of 5+ words
+    probes = res["probes"]
+    assert probes["classes"] == 12 and probes["features"] == 32  # universal tags, d_model
+    assert probes["scikit-learn"]["best_s"] == min(probes["scikit-learn"]["seconds"])
+    assert 0.5 < probes["agreement"] <= 1.0  # the same optimum, approached by two solvers
 
 
 def test_gpu_check_dry_run_on_cpu(tmp_path):
@@ -77,8 +104,14 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     res = json.loads(out.read_text())
     assert res["bf16"]["ok"] and res["leakage"]["ok"]
     assert set(res["leakage"]["objectives"]) >= {"mlm", "clm", "masked-ar", "mntp", "electra", "mdlm"}
-    arms = res["throughput"]["arms"]
-    assert len(arms) == 4 and all(positive(a["tokens_per_s"]) and positive(a["useful_mfu"]) for a in arms.values())
+    t = res["throughput"]
+    assert len(t["arms"]) == 4
+    for arm in t["arms"].values():
+        seconds = t["steps"] * arm["step_ms"] / 1000
+        assert arm["useful_mfu"] == pytest.approx(arm["useful_flops_per_step"] * t["steps"] / seconds
+                                                  / t["bf16_peak_flops"])
+        assert arm["tokens_per_s"] * arm["step_ms"] / 1000 == pytest.approx(
+            gpu_check.SIZES["tiny"]["batch"] * gpu_check.SIZES["tiny"]["block"])
 
 
 def test_gpu_check_says_clearly_when_there_is_no_gpu():

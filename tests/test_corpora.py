@@ -74,6 +74,7 @@ def test_repair_news_text(damaged, repaired):
     assert repair_news_text(damaged, Counter()) == repaired
 
 
+@pytest.mark.slow  # cleans the news corpus twice from its archive: ~5 s
 def test_news_split_is_by_article_hash_and_deterministic(tmp_path, monkeypatch):
     first = load_corpus("news")
     monkeypatch.setenv("OBJBENCH_CACHE", str(tmp_path))

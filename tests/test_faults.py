@@ -221,7 +221,7 @@ def study_file(where: Path, **changes) -> Path:
             "arms": [{"name": "mlm", "objective": "mlm"}, {"name": "mar", "objective": "masked-ar"}],
             "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 160},
             "data": {"corpus": "ptb", "vocab_size": 1000, "block_size": 32, "val_blocks": 8},
-            "train": {"batch_size": 8, "eval_points": 2, "threads": 2}, **changes}
+            "train": {"batch_size": 8, "eval_points": 2, "threads": 1}, **changes}
     path = where / "study.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -527,6 +527,7 @@ def judge(case: Case, outcome: Outcome) -> tuple[str, str | None]:
     return case.kind, None
 
 
+@pytest.mark.slow  # 57 faults through the CLI: ~10 s
 def test_fault_matrix(ref, tmp_path, monkeypatch, capsys):
     counts: Counter[str] = Counter()
     problems = []

@@ -15,7 +15,7 @@ from objbench.harness.config import ModelConfig
 from objbench.harness.flops import forward_flops, train_flops
 from objbench.harness.model import Encoder, query_rows
 from objbench.objectives.base import IGNORE, attention_matrix, token_loss, token_loss_flops
-from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder
+from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder, tiny_vocab
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
@@ -114,18 +114,24 @@ def test_flops_pinned_by_hand():
 
 
 @pytest.mark.parametrize("name, sparse_queries", [("mlm", True), ("clm", False), ("masked-ar", True)])
-def test_flops_equal_the_matmuls_a_training_step_runs(name, sparse_queries):
-    """flops.py counts what runs: checked against torch's FLOP counter on the math SDPA path
-    (the CPU flash kernel is not registered with the counter; the math path is plain bmm)."""
+def test_flops_equal_the_matmuls_each_row_runs_alone(name, sparse_queries):
+    """flops.py counts what runs, row by row: checked against torch's FLOP counter on the math
+    SDPA path (the CPU flash kernel is not registered with the counter; the math path is plain
+    bmm). Each row counts as it runs alone, so padding to the batch's longest row (masked-ar
+    rows differ in length) is not counted and batching never changes the total."""
     model = tiny_encoder().float()
-    batch = make_objective(name).make_batch(random_blocks(2, 20, seed=6), torch.Generator().manual_seed(7))
+    pad = tiny_vocab()["[PAD]"]
+    batch = make_objective(name).make_batch(random_blocks(3, 20, seed=6), torch.Generator().manual_seed(3))
     assert (query_rows(batch.targets != IGNORE) is not None) == sparse_queries
+    lengths = (batch.input_ids != pad).sum(1)
+    assert (len(set(lengths.tolist())) > 1) == (name == "masked-ar")  # padding to exclude
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        s, n = token_loss(model, batch), batch.n_targets
-        s.backward()
-    assert counter.get_total_flops() == token_loss_flops(model.cfg, VOCAB_SIZE, batch)
+        for b in range(3):
+            token_loss(model, batch.row(b, pad)).backward()
+    assert counter.get_total_flops() == token_loss_flops(model.cfg, VOCAB_SIZE, batch, pad)
     B, T = batch.input_ids.shape
-    assert (token_loss_flops(model.cfg, VOCAB_SIZE, batch) < train_flops(model.cfg, VOCAB_SIZE, B, T, n)) == sparse_queries
+    dense = train_flops(model.cfg, VOCAB_SIZE, B, T, batch.n_targets)
+    assert (token_loss_flops(model.cfg, VOCAB_SIZE, batch, pad) < dense) == sparse_queries
 
 
 @pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
@@ -161,6 +167,7 @@ def test_query_rows_pads_with_unwanted_positions_and_declines_dense_rows():
     assert query_rows(torch.zeros(2, 8, dtype=torch.bool)) is None
 
 
+@pytest.mark.slow  # torch.compile: ~7 s
 def test_compiled_encoder_matches_eager():
     """What ``train.compile`` runs: the training loss through a compiled encoder (sparse queries)."""
     model = tiny_encoder().float()

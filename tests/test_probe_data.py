@@ -230,6 +230,7 @@ def test_detokenize(words, text):
 
 # --- no probe text in the pre-training corpus ---------------------------------------------------
 
+@pytest.mark.slow  # every probe sentence against the whole corpus: ~6 s
 def test_no_probe_sentence_in_news_corpus():
     news = load_corpus("news")
     sentiment = [t for split in load_sentiment().values() for t in split["text"]]

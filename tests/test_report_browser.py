@@ -46,6 +46,8 @@ window.addEventListener("load", () => {
 </script>
 """
 
+pytestmark = pytest.mark.slow  # headless Chromium renders a whole report: ~7 s
+
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

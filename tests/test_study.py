@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+import objbench
 from objbench.harness import study as study_mod
+from objbench.harness import trainer as trainer_mod
 from objbench.harness.errors import ConfigError
-from objbench.harness.registry import OBJECTIVES
-from objbench.harness.study import load_study, run_study
+from objbench.harness.reading import TrainedModel
+from objbench.harness.registry import OBJECTIVES, TASKS, code_identity
+from objbench.harness.study import Study, load_study, run_study
 from objbench.harness.trainer import Trainer
 from objbench.objectives.clm import CausalLM
+from objbench.objectives.mlm import MLMOptions
+from objbench.tasks.base import Options, Task, TaskResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +42,7 @@ def tiny_study(tmp_path: Path, arms: list[dict], **extra) -> Path:
         "budget": {"steps": 4}, "arms": arms,
         "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 96},
         "data": {"corpus": "ptb", "vocab_size": 1000, "block_size": 32, "val_blocks": 8},
-        "train": {"batch_size": 8, "eval_points": 2, "threads": 2},
+        "train": {"batch_size": 8, "eval_points": 2, "threads": 1},
         "probe_at": [0.5, 1.0],
         "tasks": {"pos": {"max_train": 60, "max_validation": 20, "max_test": 40},
                   "agreement": {"max_per_phenomenon": 4}},
@@ -139,3 +145,141 @@ def test_bad_study_files_name_file_key_and_allowed(tmp_path, change, message):
     with pytest.raises(ConfigError, match=f"(?s){message}") as info:
         load_study(path)
     assert "bad.yaml" in str(info.value)
+
+
+class SpyOptions(Options):
+    tag: int = 0
+
+
+class Spy(Task):
+    """Reads one sentence's features and keeps the model it was handed."""
+
+    name = "spy"
+    description = "records the model it reads (test double)"
+    Options = SpyOptions
+    seen: list = []
+
+    def run(self, model, seed):
+        Spy.seen.append(model)
+        result = TaskResult(self.name)
+        result.add("feature_sum", float(model.sentence_features(["the cat sat ."]).sum()), 1)
+        result.add("tag", self.options.tag, 1)
+        return result
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """The spy task registered, and the Trainers a study builds and the steps they train."""
+    TASKS.register("spy", Spy)
+    Spy.seen.clear()
+    built, steps = [], []
+    real_init, real_step = Trainer.__init__, Trainer.train_step
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        built.append(self)
+
+    def step(self):
+        steps.append(self.counters.step)
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    yield built, steps
+    TASKS.unregister("spy")
+
+
+def one_run(tmp_path: Path, arms=({"name": "mlm", "objective": "mlm"},), **extra) -> Study:
+    spec = {"seeds": [0], "tasks": {"spy": {}}, "probe_at": [0.5, 1.0], **extra}
+    return load_study(tiny_study(tmp_path, list(arms), **spec))
+
+
+def status(out: Path, arm: str = "mlm") -> dict:
+    return json.loads((out / f"runs/{arm}/seed0/status.json").read_text())
+
+
+def results(out: Path, arm: str = "mlm") -> list[dict]:
+    return [json.loads(l) for l in (out / f"runs/{arm}/seed0/results.jsonl").read_text().splitlines()]
+
+
+def test_speed_settings_never_retrain_and_result_settings_do(tmp_path, spy):
+    built, steps = spy
+    out = tmp_path / "out"
+    assert run_study(one_run(tmp_path), out)
+    first = status(out)
+    steps.clear()
+    speed = {"threads": 2, "device": "cpu", "compile": True, "checkpoint_every": 1}
+    assert run_study(one_run(tmp_path, train={"batch_size": 8, "eval_points": 2, **speed}), out)
+    assert steps == [] and status(out) == first  # cached: not trained, not even read again
+    assert run_study(one_run(tmp_path, train={"batch_size": 8, "eval_points": 2, "lr": 1e-3}), out)
+    stale = out / "stale" / f"mlm-seed0-{first['config_hash']}"
+    assert json.loads((stale / "status.json").read_text()) == first  # moved aside whole
+    assert steps == [0, 1, 2, 3] and status(out)["config_hash"] != first["config_hash"]
+    assert yaml.safe_load((out / "runs/mlm/seed0/config.yaml").read_text())["train"]["lr"] == 1e-3
+
+
+def test_an_edited_plugin_reruns_its_arms(tmp_path, spy, monkeypatch):
+    """The objective's code is part of the run hash: a plugin edited after a study ran makes
+    its arm stale, and the study's provenance names the code it used."""
+    plugin = tmp_path / "plugin" / "edited_objective.py"
+    plugin.parent.mkdir()
+    plugin.write_text("from objbench.objectives.clm import CausalLM\n\n\nclass Edited(CausalLM):\n"
+                      "    description = 'clm under another name (test double)'\n")
+    monkeypatch.syspath_prepend(str(plugin.parent))
+    OBJECTIVES.register("edited", importlib.import_module("edited_objective").Edited)
+    try:
+        out, arms = tmp_path / "out", [{"name": "edited", "objective": "edited"}]
+        assert run_study(one_run(tmp_path, arms, tasks={}, probe_at=[1.0]), out)
+        first = status(out, "edited")
+        used = json.loads((out / "provenance.json").read_text())["plugins"]["objectives"]["edited"]
+        assert run_study(one_run(tmp_path, arms, tasks={}, probe_at=[1.0]), out)
+        assert status(out, "edited") == first  # unchanged code: cached
+        plugin.write_text(plugin.read_text() + "    # masks drawn differently from here on\n")
+        assert run_study(one_run(tmp_path, arms, tasks={}, probe_at=[1.0]), out)
+    finally:
+        OBJECTIVES.unregister("edited")
+    assert (out / "stale" / f"edited-seed0-{first['config_hash']}").is_dir()
+    now = json.loads((out / "provenance.json").read_text())["plugins"]["objectives"]["edited"]
+    assert used["package"] == now["package"] == "" and used["source_sha256"] != now["source_sha256"]
+
+
+def test_code_identity_names_the_package_version_and_source():
+    mlm, example = code_identity(OBJECTIVES.get("mlm")), code_identity(OBJECTIVES.get("reverse-clm"))
+    assert (mlm["package"], mlm["version"]) == ("objbench", objbench.__version__)
+    assert (example["package"], example["version"]) == ("objbench-reverse-lm", "0.1.0")
+    assert code_identity(OBJECTIVES.get("clm")) == mlm  # built-ins: the objectives subpackage
+    assert code_identity(TASKS.get("pos"))["source_sha256"] != mlm["source_sha256"]
+
+
+def test_trained_model_is_read_in_memory_and_changed_tasks_do_not_retrain(tmp_path, spy):
+    """One pass: the last probe point reads the Trainer's own model; earlier points come from
+    their checkpoints. A changed task re-reads the run without training it again. Objective
+    options are validated once, and status.json says how long training and tasks took."""
+    built, steps = spy
+    out = tmp_path / "out"
+    validations = []
+    real = MLMOptions.model_validate.__func__
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MLMOptions, "model_validate",
+                      classmethod(lambda cls, *a, **k: validations.append(1) or real(cls, *a, **k)))
+        trainer_mod._validated.clear()
+        assert run_study(one_run(tmp_path), out)
+    assert len(validations) == 1  # study validation; the run, its trainer and readers reuse it
+    earlier, final = Spy.seen
+    assert final.model is built[0].model and earlier.model is not built[0].model
+    on_disk = TrainedModel(out / "runs/mlm/seed0")
+    assert on_disk.checkpoint == final.checkpoint
+    feature_sum = {r["step"]: r["value"] for r in results(out) if r["metric"] == "feature_sum"}
+    assert feature_sum[4] == float(on_disk.sentence_features(["the cat sat ."]).sum())
+    done = status(out)
+    assert done["train_s"] > 0 and done["tasks_s"] > 0
+    assert done["wall_time_s"] == pytest.approx(done["train_s"] + done["tasks_s"], abs=0.02)
+    table = (out / "report.md").read_text().split("| wall\\_time\\_s | train\\_s | tasks\\_s |")[1]
+    assert f"| {done['wall_time_s']:.4g} | {done['train_s']:.4g} | {done['tasks_s']:.4g} |" in table
+
+    steps.clear()
+    assert run_study(one_run(tmp_path, tasks={"spy": {"tag": 7}}), out)
+    assert steps == []  # resumed at its end: no step trained again
+    again = status(out)
+    assert again["config_hash"] == done["config_hash"] and again["tasks_hash"] != done["tasks_hash"]
+    assert {r["value"] for r in results(out) if r["metric"] == "tag"} == {7.0}

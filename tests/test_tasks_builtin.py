@@ -146,3 +146,34 @@ def test_every_objective_is_read_by_its_own_rules(tiny_run, objective):
     scored = {r["metric"] for r in rows if "@" not in r["metric"]} - set(READING_DIAGNOSTICS)
     assert scored == ({NOT_APPLICABLE} if model.objective.score_kind == "none" else {"acc_sum", "acc_mean"})
     assert any(r["metric"] == "acc_sum@unigram" for r in rows)  # baselines whatever the objective
+
+
+def test_pos_streams_layers_with_the_same_rows_and_caps_words(tiny_run, monkeypatch):
+    """Reading one layer at a time (a small `FEATURE_BYTES`) gives the rows and items of
+    reading every layer at once; `max_words` keeps whole sentences, the same for every model."""
+    from objbench.tasks import builtin, probing
+
+    model = TrainedModel(tiny_run("mlm"))
+    reads = []
+    real = model.word_features
+    monkeypatch.setattr(model, "word_features", lambda *a, **k: reads.append(a[2]) or real(*a, **k))
+    together = build("pos").run(model, seed=0)
+    assert reads == [[0, 1, 2]] * 3  # every layer in one pass per split
+    reads.clear()
+    monkeypatch.setattr(probing, "FEATURE_BYTES", 1)
+    one_at_a_time = build("pos").run(model, seed=0)
+    assert reads == [[0]] * 3 + [[1]] * 3 + [[2]] * 3
+    assert one_at_a_time.rows == together.rows and one_at_a_time.items == together.items
+
+    data, ids = builtin.subsets(probe_data.load_pos(), build("pos").options.caps())
+    capped, capped_ids = builtin.word_capped(data, ids, 60)
+    for split in builtin.SPLITS:
+        assert 0 < sum(len(w) for w in capped[split]["words"]) <= 60 < sum(len(w) for w in data[split]["words"])
+        assert set(capped_ids[split]) < set(ids[split])
+        positions = [ids[split].index(i) for i in capped_ids[split]]
+        assert positions == sorted(positions)  # in split order, like every subset
+    assert builtin.word_capped(data, ids, 10**6) == (data, ids)
+    assert all(len(i) == 1 for i in builtin.word_capped(data, ids, 1)[1].values())  # one sentence at least
+    other = TrainedModel(tiny_run("clm"))
+    tested = lambda m: {i["item"].split(":")[0] for i in build("pos", max_words=60).run(m, seed=0).items}
+    assert tested(model) == tested(other) <= set(capped_ids["test"])

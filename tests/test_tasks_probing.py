@@ -106,3 +106,43 @@ def test_pooled_features_read_the_objective_s_position(tiny_run, objective):
         layers = model.model(x.input_ids, x.attn, None, x.segment_ids, all_layers=True)
     by_hand = torch.stack([h[0, 1:].mean(0) for h in layers]).numpy()
     np.testing.assert_allclose(feats[MEAN][0], by_hand, atol=1e-5)
+
+
+def test_torch_probe_agrees_with_scikit_learn():
+    """Where both converge, the torch fit (used on GPUs) reaches scikit-learn's optimum: the
+    same predictions and, up to the solvers' tolerance, the same weights, for two classes (one
+    logit) and for several (softmax)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from objbench.tasks.logistic import TorchLogistic
+
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 4):
+        centers = rng.normal(size=(n_classes, 6))
+        y = rng.integers(0, n_classes, 300)
+        x = (centers[y] + rng.normal(size=(300, 6)) * 1.5).astype(np.float32)
+        x[:, 5] = 3.0  # a constant feature: standardised to 0 by both
+        x_test = (centers[y] + rng.normal(size=(300, 6)) * 1.5).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # scikit-learn must converge: this is its optimum
+            sk = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=1000, tol=1e-8)).fit(x, y)
+        ours = TorchLogistic(0.5, max_iter=1000, device="cpu", tol=1e-8).fit(x, y)
+        assert np.array_equal(ours.predict(x_test), sk.predict(x_test)), n_classes
+        coef, bias = sk[-1].coef_, sk[-1].intercept_
+        np.testing.assert_allclose(ours.weight_.detach().numpy(), coef, atol=1e-3)
+        np.testing.assert_allclose(ours.bias_.detach().numpy(), bias, atol=1e-3)
+        assert 0.5 < float((sk.predict(x_test) == y).mean()) < 1.0  # neither trivial nor separable
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_probes_on_the_gpu_agree_with_the_cpu_probes():
+    train, val, test = planted(400, 0), planted(200, 1), planted(400, 2)
+    cpu = probe_layers(train, val, test, seed=0, max_iter=1000)
+    gpu = probe_layers(train, val, test, seed=0, max_iter=1000, device="cuda")
+    for a, b in zip(cpu, gpu, strict=True):
+        assert abs(a.probe_acc - b.probe_acc) <= 0.01 and abs(a.control_acc - b.control_acc) <= 0.02

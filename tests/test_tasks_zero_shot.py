@@ -159,3 +159,42 @@ def test_reading_adds_nothing_training_did_not_see(tiny_run, objective):
         as_read = model.model(x.input_ids, x.attn, None, x.segment_ids)
         as_trained = model.model(x.input_ids, x.attn, None, None)
     torch.testing.assert_close(as_read, as_trained)
+
+
+def infill_log_probs(model: TrainedModel, ids: list[int], span: range) -> list[float]:
+    """Log-probabilities of the tokens in ``span`` infilled left to right, built by hand: part
+    A is ``[CLS]`` and the text with the span replaced by one ``[MASK]`` (bidirectional), part
+    B is ``[S]`` and the span's tokens, each at the position of the token it predicts,
+    attending to part A and causally within B."""
+    v = model.vocab
+    a = [v["[CLS]"], *ids[:span.start], v["[MASK]"], *ids[span.stop:]]
+    a_pos = [0, *range(1, span.start + 1), span.start + 1, *range(span.stop + 1, len(ids) + 1)]
+    b = [v["[S]"], *ids[span.start:span.stop - 1]]  # the last token is predicted, not shown
+    b_pos = list(range(span.start + 1, span.stop + 1))
+    n_a, n = len(a), len(a) + len(b)
+    attn = torch.zeros(1, n, n, dtype=torch.bool)
+    attn[0, :, :n_a] = True  # everyone sees part A ...
+    attn[0, :n_a, n_a:] = False  # ... part A sees only itself ...
+    attn[0, n_a:, n_a:] = torch.tril(torch.ones(len(b), len(b), dtype=torch.bool))  # ... B is causal
+    x = torch.tensor([a + b])
+    with torch.no_grad():
+        hidden = model.model(x, attn, torch.tensor([a_pos + b_pos]), torch.zeros_like(x))
+        lp = torch.log_softmax(model.model.logits(hidden).double(), -1)[0]
+    return [float(lp[n_a + k, ids[i]]) for k, i in enumerate(span)]
+
+
+@pytest.mark.parametrize("options, method", [((), "infill-each"), (("options.r=0.5",), "joint")])
+def test_masked_ar_score_is_the_naive_infilling_loop(tiny_run, options, method):
+    """`score: auto`: each token infilled alone at r = 0.15; the whole sentence infilled as one
+    span, left to right (an exact log-likelihood), at r = 0.5."""
+    model = TrainedModel(tiny_run("masked-ar", *options))
+    assert model.objective.score_method.startswith("exact" if method == "joint" else "infilling")
+    totals, counts = model.score(SENTENCES, max_rows=5)
+    for s, total, count in zip(SENTENCES, totals, counts):
+        ids = model.ids(s)
+        if method == "joint":
+            naive = sum(infill_log_probs(model, ids, range(0, len(ids))))
+        else:
+            naive = sum(infill_log_probs(model, ids, range(i, i + 1))[0] for i in range(len(ids)))
+        assert count == len(ids)
+        np.testing.assert_allclose(total, naive, rtol=1e-5, atol=1e-4)

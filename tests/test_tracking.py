@@ -158,13 +158,13 @@ def test_log_to_is_checked_before_data_and_is_no_part_of_identity(tmp_path, monk
     monkeypatch.undo()
 
     plain, logged = tiny_cfg(), tiny_cfg("train.log_to=[tensorboard]")
-    assert plain.config_hash() == logged.config_hash()
+    assert plain.settings_hash() == logged.settings_hash()
     crash_at(2, monkeypatch)
     with pytest.raises(RuntimeError, match="node lost"):
         Trainer(plain, tmp_path, progress=False).run()
     monkeypatch.undo()
     Trainer(logged, tmp_path, progress=False).run()  # the same run resumes, now logging
     assert [m["step"] for m in metrics_of(tmp_path)] == [0, 1, 2, 3, 4]
-    assert "log_to" not in (tmp_path / "config.yaml").read_text()
+    assert "tensorboard" in (tmp_path / "config.yaml").read_text()  # kept, but no part of the run's identity
     accumulator = board_of(tmp_path).GetAccumulator("tensorboard")
     assert [e.step for e in accumulator.Scalars("train/loss")] == [3, 4]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from objbench.harness import trainer as trainer_mod
 from objbench.harness.checkpoint import checkpoints
-from objbench.harness.config import RunConfig, apply_overrides, validate
-from objbench.harness.errors import ConfigError, PluginError, TrainingDiverged
+from objbench.harness.config import RunConfig, TrainConfig, apply_overrides, validate
+from objbench.harness.errors import CheckpointError, ConfigError, PluginError, TrainingDiverged
+from objbench.harness.reading import TrainedModel
 from objbench.harness.trainer import Trainer
 from objbench.objectives import base as objective_base
 from tests.conftest import TINY
@@ -116,7 +119,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatc
 def test_every_micro_batch_s_applied_rates_are_logged(tmp_path):
     trainer = Trainer(config("mdlm", "train.grad_accum=4"), tmp_path, progress=False)
     rates = [b.stats["mask_rate_applied"] for b in trainer.micro_batches(0)]
-    assert len(set(rates)) == 4  # each micro-batch draws its own rates
+    assert len(set(rates)) > 1  # each micro-batch draws its own rates: the last one alone is not the mean
     assert trainer.train_step()["mask_rate_applied"] == pytest.approx(sum(rates) / 4, rel=1e-12)
 
 
@@ -164,3 +167,73 @@ def test_third_party_objective_trains_through_the_same_loop(tiny_run):
     rows = metrics(tiny_run("reverse-clm", "budget.steps=12", "train.lr=3e-3"))
     vals = [m["val_loss"] for m in rows if "val_loss" in m]
     assert rows[-1]["step"] == 12 and vals[-1] < vals[0]
+
+
+def test_resume_and_probe_accept_other_speed_settings_and_nothing_else(tmp_path):
+    """threads, device, compile and checkpoint cadence never change what a run computes: a
+    checkpoint resumes and reads under other values of them, and under no other change."""
+    def stop_at_2(t: Trainer) -> None:
+        if t.counters.step == 2:
+            raise Stop
+
+    cfg = config("clm", "train.checkpoint_every=1", "train.threads=2")
+    with pytest.raises(Stop):
+        Trainer(cfg, tmp_path, callbacks=[stop_at_2], progress=False).run()
+    with pytest.raises(CheckpointError, match=r"train\.lr: checkpoint 0\.002, this run 0\.001"):
+        Trainer(config("clm", "train.checkpoint_every=1", "train.lr=1e-3"), tmp_path, progress=False).run()
+    speed = config("clm", "train.checkpoint_every=3", "train.device=cpu")  # and 1 thread
+    Trainer(speed, tmp_path, progress=False).run()
+    assert [m["step"] for m in metrics(tmp_path)] == [0, 1, 2, 3, 4]  # resumed at 2, not restarted
+
+    edited = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    edited["train"].update(threads=2, compile=True, checkpoint_every=50, device="auto")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
+    assert TrainedModel(tmp_path).cfg.train.compile  # read, the edit notwithstanding
+    edited["train"]["batch_size"] = 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(edited))
+    with pytest.raises(CheckpointError, match=r"train\.batch_size: checkpoint 8, config\.yaml 4"):
+        TrainedModel(tmp_path)
+
+
+@pytest.mark.parametrize("schedule, halfway", [("cosine", 0.55e-3), ("linear", 0.55e-3), ("constant", 1e-3)])
+def test_learning_rate_warms_up_then_follows_the_schedule_to_the_floor(schedule, halfway):
+    t = TrainConfig(lr=1e-3, warmup=0.2, min_lr_ratio=0.1, schedule=schedule)
+    lr = lambda progress: trainer_mod.learning_rate(t, progress)
+    assert [lr(p) for p in (0.0, 0.1, 0.2)] == pytest.approx([0.0, 0.5e-3, 1e-3])  # linear warmup
+    assert lr(0.6) == pytest.approx(halfway)  # halfway through the decay: (1e-3 + 1e-4) / 2
+    assert lr(1.0) == lr(1.5) == pytest.approx(1e-3 if schedule == "constant" else 1e-4)
+    if schedule == "cosine":
+        assert lr(0.4) == pytest.approx(1e-4 + 0.9e-3 * (1 + math.cos(math.pi / 4)) / 2)
+        assert lr(0.4) > (1e-3 + 0.55e-3) / 2  # cosine stays high longer than linear
+    assert trainer_mod.learning_rate(t.model_copy(update={"warmup": 0.0}), 0.0) == pytest.approx(1e-3)
+
+
+def test_flops_budget_stops_at_the_budget_and_schedules_on_it(tmp_path):
+    """A FLOPs budget: the run stops at the first step reaching it, learning rate and evaluation
+    points follow the FLOPs consumed, and an objective predicting fewer positions gets more
+    steps (clm pays its LM head at every position, mlm at 15%)."""
+    Trainer(config("clm", "budget.steps=1"), tmp_path / "one", progress=False).run()
+    per_step = metrics(tmp_path / "one")[-1]["flops"]
+    budget = 3.5 * per_step  # clm's batches never change size: 4 steps
+    cfg = config("clm", f"budget.flops={budget}")
+    Trainer(cfg, tmp_path / "clm", progress=False).run()
+    rows = metrics(tmp_path / "clm")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[-2]["flops"] < budget <= rows[-1]["flops"] == pytest.approx(4 * per_step)
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 2, 4]  # eval points at 1.75 and 3.5 steps
+    for r in rows[1:]:
+        assert r["lr"] == pytest.approx(trainer_mod.learning_rate(cfg.train, r["flops"] / budget))
+    Trainer(config("mlm", f"budget.flops={budget}"), tmp_path / "mlm", progress=False).run()
+    mlm = metrics(tmp_path / "mlm")
+    assert mlm[-1]["step"] > 4 and mlm[-2]["flops"] < budget <= mlm[-1]["flops"]
+
+
+def test_a_batch_too_small_for_the_processes_is_refused(monkeypatch):
+    """Under torchrun every process needs a row in each micro-batch: 4 processes x 2 micro-batches
+    cannot share 4 rows."""
+    monkeypatch.setattr(trainer_mod.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(trainer_mod.dist, "get_world_size", lambda: 4)
+    monkeypatch.setattr(trainer_mod.dist, "get_rank", lambda: 0)
+    with pytest.raises(ConfigError, match=r"train\.batch_size=4 gives 4 processes x train\.grad_accum=2 micro-"
+                                          r"batches less than one row each: raise train\.batch_size to at least 8"):
+        Trainer(config("clm", "train.batch_size=4", "train.grad_accum=2"), "unused", progress=False)
