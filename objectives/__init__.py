@@ -16,7 +16,7 @@ declares ``score_kind = "none"``), and registers under the entry-point group
 * `check_objective` runs the contract (``objbench check-objective NAME``).
 """
 
-from importlib import import_module
+from objbench.harness.lazy import lazy_exports
 
 # name -> module, imported on first use (the registry imports objectives by module path)
 _PUBLIC = {
@@ -27,11 +27,4 @@ _PUBLIC = {
     "objbench.objectives.draws": ("RowGenerator", "rand", "randint", "row", "strata"),
     "objbench.objectives.contract": ("check_objective", "Check"),
 }
-_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
-__all__ = list(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'objbench.objectives' has no attribute {name!r}")
-    return getattr(import_module(_MODULE_OF[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)

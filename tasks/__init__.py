@@ -20,7 +20,7 @@ Register the task class under the entry-point group ``objbench.tasks``;
 ``examples/objbench-proper-nouns`` is a complete one.
 """
 
-from importlib import import_module
+from objbench.harness.lazy import lazy_exports
 
 # name -> module, imported on first use: `objbench.tasks.base` and the report layer, which
 # reads its constants, must not pull in torch through this package
@@ -34,11 +34,4 @@ _PUBLIC = {
     "objbench.tasks.probing": ("ProbeSplit", "LayerProbe", "probe_layers", "probe_streamed", "add_probe_rows",
                                "majority_acc", "pooled_features", "TOKEN_POOLING", "MEAN"),
 }
-_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
-__all__ = list(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'objbench.tasks' has no attribute {name!r}")
-    return getattr(import_module(_MODULE_OF[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _PUBLIC)
