@@ -16,7 +16,7 @@ as they do for ``clm``, so that ``r = 1`` predicts exactly what ``clm`` predicts
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -100,68 +100,95 @@ class MaskedAutoregression(Objective):
         Batched over rows: the only per-row work is drawing each row's span order, from the
         row's own generator when it has one (`draws.row`).
         """
+        start = m & ~F.pad(m, (1, 0))[:, :-1]  # first position of each span
+        part_a = self._part_a(tok, m, start)
+        span_rank = self._span_ranks(start, gen)
+        return _lay_out(part_a, self._part_b(tok, m, start, span_rank, predict_end), self.vocab["[PAD]"])
+
+    def _span_ranks(self, start: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """``(R, T)``: at each masked position, the place of its span in part B."""
+        R, T = start.shape
+        span_of = (start.long().cumsum(1) - 1).clamp(min=0)  # span id, valid where masked
+        random_order = self.options.order == "random" and gen is not None
+        rank = torch.zeros(R, T, dtype=torch.long)  # rank[r, s]: place of span s in part B
+        for r, n in enumerate(start.sum(1).tolist()):
+            rank[r, :n] = torch.randperm(n, generator=draws.row(gen, r)) if random_order else torch.arange(n)
+        return rank.gather(1, span_of)
+
+    def _part_a(self, tok: torch.Tensor, m: torch.Tensor, start: torch.Tensor) -> _Part:
+        """[CLS], then the unmasked tokens and one [MASK] per span, in text order."""
         v = self.vocab
         R, T = tok.shape
         idx = torch.arange(T).expand(R, T)
-        start = m & ~F.pad(m, (1, 0))[:, :-1]
-        span_of = (start.long().cumsum(1) - 1).clamp(min=0)  # span id, valid where m
+        keep = F.pad(~m | start, (1, 0), value=True)
+        ids = torch.cat([torch.full((R, 1), v["[CLS]"]), torch.where(start, v["[MASK]"], tok)], 1)
+        pos = torch.cat([torch.zeros(R, 1, dtype=torch.long), idx + 1], 1)  # [CLS] sits at 0
+        src = torch.cat([torch.full((R, 1), -1), torch.where(m, -1, idx)], 1)
+        length = keep.sum(1)
+        order = (~keep).long().argsort(dim=1, stable=True)[:, : int(length.max())]  # kept first, in order
+        ids, pos, src = (t.gather(1, order) for t in (ids, pos, src))
+        no_targets = torch.full_like(ids, IGNORE)
+        return _Part(ids, pos, src, no_targets, torch.full_like(ids, -1), length)
+
+    def _part_b(self, tok: torch.Tensor, m: torch.Tensor, start: torch.Tensor, span_rank: torch.Tensor,
+                predict_end: bool) -> _Part:
+        """Spans in rank order, each an [S] then its tokens left to right, predicting the next
+        token of the span (and [E] after its last one when ``predict_end``)."""
+        v = self.vocab
+        R, T = tok.shape
+        idx = torch.arange(T).expand(R, T)
         span_start = torch.where(start, idx, -1).cummax(1).values  # first position of p's span
-        k = start.sum(1)
-
-        random_order = self.options.order == "random" and gen is not None
-        rank = torch.zeros(R, T, dtype=torch.long)  # rank[r, s]: place of span s in part B
-        for r in range(R):
-            n = int(k[r])
-            rank[r, :n] = torch.randperm(n, generator=draws.row(gen, r)) if random_order else torch.arange(n)
-        span_rank = rank.gather(1, span_of)
-
-        # part A: [CLS], then unmasked tokens and one [MASK] per span, in text order
-        keep_a = F.pad(~m | start, (1, 0), value=True)
-        a_ids = torch.cat([torch.full((R, 1), v["[CLS]"]), torch.where(start, v["[MASK]"], tok)], 1)
-        a_pos = torch.cat([torch.zeros(R, 1, dtype=torch.long), idx + 1], 1)  # [CLS] sits at 0
-        a_src = torch.cat([torch.full((R, 1), -1), torch.where(m, -1, idx)], 1)
-        la = keep_a.sum(1)
-        a_order = (~keep_a).long().argsort(dim=1, stable=True)[:, : int(la.max())]  # kept first, in order
-        a_ids, a_pos, a_src = (t.gather(1, a_order) for t in (a_ids, a_pos, a_src))
-
-        # part B: candidates are an [S] at every span start and every masked token; spans in
-        # rank order, each [S] first, then its tokens left to right
+        # candidates are an [S] at every span start and every masked token
         key = torch.cat([span_rank * (T + 1), span_rank * (T + 1) + idx - span_start + 1], 1)
         key = key.masked_fill(~torch.cat([start, m], 1), (T + 1) ** 2)  # not a candidate: last
-        lb = k + m.sum(1)
-        b_order = key.argsort(dim=1, stable=True)[:, : int(lb.max())]
-        b_ids = torch.cat([torch.full((R, T), v["[S]"]), tok], 1).gather(1, b_order)
-        b_src = torch.cat([torch.full((R, T), -1), idx], 1).gather(1, b_order)
+        length = start.sum(1) + m.sum(1)
+        order = key.argsort(dim=1, stable=True)[:, : int(length.max())]
+        ids = torch.cat([torch.full((R, T), v["[S]"]), tok], 1).gather(1, order)
+        src = torch.cat([torch.full((R, T), -1), idx], 1).gather(1, order)
         # [S] sits at its span's first token; a span token at the position after its own
-        b_pos = torch.cat([idx + 1, idx + 2], 1).gather(1, b_order)
-        Lb = b_order.shape[1]
-        next_is_token = F.pad(b_src[:, 1:] >= 0, (0, 1), value=False) & \
-            (torch.arange(Lb) + 1 < lb[:, None])
-        b_tg = torch.where(next_is_token, b_ids.roll(-1, 1), v["[E]"] if predict_end else IGNORE)
-        b_tsrc = torch.where(next_is_token, b_src.roll(-1, 1), -1)
+        pos = torch.cat([idx + 1, idx + 2], 1).gather(1, order)
+        width = order.shape[1]
+        next_is_token = F.pad(src[:, 1:] >= 0, (0, 1), value=False) & (torch.arange(width) + 1 < length[:, None])
+        targets = torch.where(next_is_token, ids.roll(-1, 1), v["[E]"] if predict_end else IGNORE)
+        target_src = torch.where(next_is_token, src.roll(-1, 1), -1)
+        return _Part(ids, pos, src, targets, target_src, length)
 
-        # lay out [A | B | padding]: output column i of row r reads A's column i while i < la,
-        # then B's column i - la; past the row's length it is padding
-        n_row = la + lb
-        L = int(n_row.max())
-        col = torch.arange(L).expand(R, L)
-        in_a, in_b = col < la[:, None], (col >= la[:, None]) & (col < n_row[:, None])
-        a_col, b_col = col.clamp(max=a_ids.shape[1] - 1), (col - la[:, None]).clamp(0, Lb - 1)
 
-        def place(a: torch.Tensor | int, b: torch.Tensor, pad: int) -> torch.Tensor:
-            a_vals = a.gather(1, a_col) if isinstance(a, torch.Tensor) else torch.full((R, L), a)
-            return torch.where(in_a, a_vals, torch.where(in_b, b.gather(1, b_col), pad))
+class _Part(NamedTuple):
+    """One part of an infilling row, left-aligned: per column its token, position, clean
+    source index, target and the target's clean source; ``length`` per row."""
 
-        q, key_ = col[:, :, None], col[:, None, :]
-        la_, n_ = la[:, None, None], n_row[:, None, None]
-        attn = (q < n_) & (key_ < n_) & ((key_ < la_) | ((q >= la_) & (key_ >= la_) & (key_ <= q)))
-        attn = attn | ((q >= n_) & (q == key_))  # padding attends to itself
-        return ObjectiveBatch(
-            input_ids=place(a_ids, b_ids, v["[PAD]"]),
-            targets=place(IGNORE, b_tg, IGNORE),
-            attn=attn,
-            source_index=place(a_src, b_src, -1),
-            target_source=place(-1, b_tsrc, -1),
-            position_ids=place(a_pos, b_pos, 0),
-            segment_ids=torch.zeros(R, L, dtype=torch.long),
-        )
+    ids: torch.Tensor
+    pos: torch.Tensor
+    src: torch.Tensor
+    targets: torch.Tensor
+    target_src: torch.Tensor
+    length: torch.Tensor
+
+
+def _lay_out(a: _Part, b: _Part, pad_id: int) -> ObjectiveBatch:
+    """Rows ``[A | B | padding]``: A is bidirectional, B sees all of A and causally itself;
+    padding attends only to itself."""
+    R = a.ids.shape[0]
+    n_row = a.length + b.length
+    L = int(n_row.max())
+    col = torch.arange(L).expand(R, L)
+    in_a, in_b = col < a.length[:, None], (col >= a.length[:, None]) & (col < n_row[:, None])
+    a_col = col.clamp(max=a.ids.shape[1] - 1)
+    b_col = (col - a.length[:, None]).clamp(0, b.ids.shape[1] - 1)
+
+    def place(a_vals: torch.Tensor, b_vals: torch.Tensor, pad: int) -> torch.Tensor:
+        return torch.where(in_a, a_vals.gather(1, a_col), torch.where(in_b, b_vals.gather(1, b_col), pad))
+
+    q, k = col[:, :, None], col[:, None, :]
+    la, n = a.length[:, None, None], n_row[:, None, None]
+    attn = (q < n) & (k < n) & ((k < la) | ((q >= la) & (k >= la) & (k <= q)))
+    return ObjectiveBatch(
+        input_ids=place(a.ids, b.ids, pad_id),
+        targets=place(a.targets, b.targets, IGNORE),
+        attn=attn | ((q >= n) & (q == k)),
+        source_index=place(a.src, b.src, -1),
+        target_source=place(a.target_src, b.target_src, -1),
+        position_ids=place(a.pos, b.pos, 0),
+        segment_ids=torch.zeros(R, L, dtype=torch.long),
+    )
