@@ -4,6 +4,7 @@ the contract through a mixture, and schedules over the budget (phases, ramps, re
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.errors import ConfigError, ObjbenchError
 from objbench.harness.registry import OBJECTIVES
+from objbench.harness.study import load_study
 from objbench.harness.trainer import Trainer, resolve
 from objbench.objectives.base import token_loss
 from objbench.objectives.composite import phase_use, row_counts
@@ -230,3 +232,17 @@ def test_a_mixture_resumes_bit_identical(tmp_path):
     Trainer(cfg, tmp_path / "cut", progress=False).run()
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "full")
     assert all(math.isfinite(r["loss"]) for r in metrics(tmp_path / "full")[1:])
+
+
+def test_the_hybrids_study_validates_with_every_composition():
+    """The shipped study expresses a by-rows mixture, a phase switch, a ramp and a mixture of
+    one objective's settings, and each arm builds on the study's shared tokenizer specials."""
+    study = load_study(Path(__file__).parents[1] / "studies" / "hybrids.yaml")
+    arms = {a.name: a for a in study.arms}
+    assert {n: a.objective for n, a in arms.items()} == {
+        "mlm": "mlm", "clm": "clm", "gpt-bert": "mixture", "clm-then-mlm": "schedule",
+        "mask-anneal": "schedule", "ul2": "mixture"}
+    assert arms["clm-then-mlm"].options["phases"][0]["until"] == 0.4
+    assert arms["mask-anneal"].options["phases"][0]["ramp"] == {"mask_rate": 0.15}
+    assert {c["objective"] for c in arms["ul2"].options["components"]} == {"masked-ar"}
+    assert study.budget.axis == "flops" and len(study.seeds) >= 3
