@@ -374,11 +374,11 @@ class Trainer:
     def _run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
-        next_eval = self._resume(metrics_path)
+        next_eval, fresh = self._resume(metrics_path)
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             shutil.copyfile(self.data.tokenizer_path, self.out / "tokenizer.json")
-        if self.counters.step == 0 and next_eval == 0:
+        if fresh:
             self._log(metrics_path, {**asdict(self.counters), **self.validation_losses(),
                                      **self.parameter_counts()})
         axis, budget = self.cfg.budget.axis, self.cfg.budget.value
@@ -446,8 +446,9 @@ class Trainer:
             dist.barrier()
         return folder
 
-    def _resume(self, metrics_path: Path) -> int:
-        """Load the newest intact checkpoint, if any; trim metrics logged after it. Returns next_eval.
+    def _resume(self, metrics_path: Path) -> tuple[int, bool]:
+        """Load the newest intact checkpoint, if any; trim metrics logged after it. Returns
+        next_eval, and whether the run starts afresh (from its seed or from ``init``'s parent).
 
         Damaged checkpoints newer than it are moved to ``damaged/``, saying so in one line; a
         checkpoint of another config is refused.
@@ -466,12 +467,27 @@ class Trainer:
         if state is None:
             if self.rank == 0:
                 metrics_path.unlink(missing_ok=True)
-            return 0
+            return (self._start_from_parent() if self.cfg.init else 0), True
         self.counters = Counters(**state["counters"])
         if self.rank == 0 and metrics_path.exists():
             kept = [l for l in metrics_path.read_text().splitlines()
                     if _step_of(l) is not None and _step_of(l) <= self.counters.step]
             metrics_path.write_text("".join(l + "\n" for l in kept))
+        return state["next_eval"], False
+
+    def _start_from_parent(self) -> int:
+        """Continued pre-training: the parent run's encoder weights and budget counters at its
+        evaluation point ``init.at``; a fresh optimizer and fresh objective modules. The run
+        then trains to the end of the same budget, so parent and child together spend one
+        budget. Returns the next evaluation point."""
+        init = self.cfg.init
+        folder = parent_checkpoint(Path(init.run), init.at)
+        state = ckpt.load_state(folder)
+        fix = f"start from a run with this run's model, data, seed and budget (init.run={init.run})"
+        ckpt.check_config(folder, {**state, "config": _shared(state["config"])}, _shared(self.cfg.to_dict()),
+                          self.data.tokenizer_hash, "this run", fix)
+        state = ckpt.restore_encoder(folder, self.model)
+        self.counters = Counters(**state["counters"])
         return state["next_eval"]
 
     def _check_matches(self, folder: Path) -> Callable[[dict], None]:
@@ -499,6 +515,24 @@ def _accumulate(totals: dict[str, tuple[float, float]], more: dict[str, tuple[fl
     for name, (value, count) in more.items():
         so_far = totals.get(name, (0.0, 0.0))
         totals[name] = (so_far[0] + value, so_far[1] + count)
+
+
+def parent_checkpoint(run: Path, at: float) -> Path:
+    """The checkpoint of ``run`` kept at its evaluation point ``at`` (a budget fraction)."""
+    points: dict[float, Path] = {}
+    for folder in ckpt.checkpoints(run):
+        state = ckpt.load_state(folder)
+        if state.get("eval_point"):
+            points[round(state["next_eval"] / state["config"]["train"]["eval_points"], 9)] = folder
+    if round(at, 9) not in points:
+        raise CheckpointError(f"init.run {run} has no checkpoint at evaluation point init.at={at} (it has "
+                              f"{sorted(points) or 'none'}): train it first, or start at one of those")
+    return points[round(at, 9)]
+
+
+def _shared(config: dict) -> dict:
+    """What a continued run shares with its parent: model, data, seed and budget."""
+    return {k: config[k] for k in ("model", "data", "seed", "budget")}
 
 
 def _kept(folder: Path) -> bool:
