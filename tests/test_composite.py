@@ -241,7 +241,8 @@ def test_the_hybrids_study_validates_with_every_composition():
     arms = {a.name: a for a in study.arms}
     assert {n: a.objective for n, a in arms.items()} == {
         "mlm": "mlm", "clm": "clm", "gpt-bert": "mixture", "clm-then-mlm": "schedule",
-        "mask-anneal": "schedule", "ul2": "mixture"}
+        "mask-anneal": "schedule", "ul2": "mixture", "mlm-from-clm": "mlm"}
+    assert arms["mlm-from-clm"].init.arm == "clm" and arms["mlm-from-clm"].init.at == 0.5
     assert arms["clm-then-mlm"].options["phases"][0]["until"] == 0.4
     assert arms["mask-anneal"].options["phases"][0]["ramp"] == {"mask_rate": 0.15}
     assert {c["objective"] for c in arms["ul2"].options["components"]} == {"masked-ar"}

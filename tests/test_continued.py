@@ -4,13 +4,17 @@ include their parents'."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from objbench.harness.checkpoint import checkpoints
-from objbench.harness.errors import CheckpointError
-from objbench.harness.trainer import Trainer
+from objbench.harness.errors import CheckpointError, ConfigError
+from objbench.harness.study import load_study, run_keys, run_study
+from objbench.harness.trainer import Trainer, resolve
+from tests.test_study import tiny_study
 from tests.test_trainer import Stop, config, metrics, weights
 
 
@@ -66,3 +70,48 @@ def test_a_child_resumes_bit_identical(parent, tmp_path):
 def test_a_parent_that_does_not_fit_is_refused_naming_why(parent, tmp_path, overrides, message):
     with pytest.raises(CheckpointError, match=message):
         Trainer(child(parent, *overrides), tmp_path, progress=False).run()
+
+
+CONTINUED = [{"name": "clm", "objective": "clm"},
+             {"name": "mlm-from-clm", "objective": "mlm", "init": {"arm": "clm", "at": 0.5}},
+             {"name": "mlm", "objective": "mlm"}]
+
+
+def test_a_study_trains_parents_first_and_reports_the_child_on_the_whole_budget(tmp_path):
+    study = load_study(tiny_study(tmp_path, CONTINUED, seeds=[0], probe_at=[1.0],
+                                  tasks={"agreement": {"max_per_phenomenon": 2}}))
+    assert [(a.name, c.seed) for a, c in study.run_configs()] == [("clm", 0), ("mlm", 0), ("mlm-from-clm", 0)]
+    assert run_study(study, tmp_path / "out")
+    runs = tmp_path / "out" / "runs"
+    child = json.loads((runs / "mlm-from-clm" / "seed0" / "status.json").read_text())
+    assert child["state"] == "done" and child["init"] == {"arm": "clm", "at": 0.5}
+    steps = [r["step"] for r in metrics(runs / "mlm-from-clm" / "seed0")]
+    assert steps == [2, 3, 4]  # from the parent's half-way checkpoint to the end of the budget
+    results = [json.loads(l) for l in (runs / "mlm-from-clm" / "seed0" / "results.jsonl").read_text().splitlines()]
+    final = [r for r in results if r["task"] == "agreement" and r["final"]]
+    parent = {r["step"]: r for r in metrics(runs / "clm" / "seed0")}
+    assert final and all(r["step"] == 4 and r["tokens"] == parent[4]["tokens"] for r in final)
+
+
+def test_a_child_s_hash_includes_its_parent_s(tmp_path):
+    """The child's own config is the same in every case; only its parent's options change."""
+    def child_hash(parent_options: dict) -> str:
+        arms = [{"name": "parent", "objective": "mlm", "options": parent_options},
+                {"name": "child", "objective": "clm", "init": {"arm": "parent", "at": 0.5}}]
+        study = load_study(tiny_study(tmp_path, arms, probe_at=[1.0]))
+        arm, cfg = study.run_configs()[-1]
+        return run_keys(study, resolve(cfg), "corpus", resolve(study.parent_config(arm, cfg.seed)))["config_hash"]
+
+    assert child_hash({}) == child_hash({"mask_rate": 0.15})  # the default, spelled out
+    assert child_hash({}) != child_hash({"mask_rate": 0.3})
+
+
+@pytest.mark.parametrize("init, extra, message", [
+    ({"arm": "bert", "at": 0.5}, {}, "init.arm 'bert' must be another arm that starts from scratch"),
+    ({"arm": "clm", "at": 0.3}, {}, r"init.at 0.3 is not an evaluation point \[0.5, 1.0\]"),
+    ({"arm": "clm", "at": 0.5}, {"probe_at": [0.5, 1.0]}, "must all come later"),
+])
+def test_bad_continued_arms_are_refused_before_any_work(tmp_path, init, extra, message):
+    arms = [CONTINUED[0], {**CONTINUED[1], "init": init}]
+    with pytest.raises(ConfigError, match=message):
+        load_study(tiny_study(tmp_path, arms, **{"probe_at": [1.0], **extra}))
