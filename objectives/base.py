@@ -301,6 +301,12 @@ class Objective(ABC):
         axis (checked against torch's FLOP counter, row by row, by the contract)."""
         return token_loss_flops(model, vocab_size, batch, self.vocab["[PAD]"])
 
+    def reading_batch(self, batch: ObjectiveBatch) -> ObjectiveBatch:
+        """The rows of a training batch whose context the reading rules follow (the contract
+        compares their attention with ``reading_attention``): all of them, unless the objective
+        is composite (its features component's rows)."""
+        return batch
+
     def positions_needed(self, n_tokens: int) -> int:
         """Position embeddings (largest position id + 1) that a row built from ``n_tokens`` clean
         tokens uses, in training (``make_batch``) and scoring (``score_rows``) alike.

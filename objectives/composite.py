@@ -269,6 +269,10 @@ class Composite(Objective):
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
         return self.components[self.score_name].score_rows(tokens)
 
+    def reading_batch(self, batch: CompositeBatch) -> ObjectiveBatch:  # type: ignore[override]
+        """The features component's rows: its context is what features are read like."""
+        return next((s.batch for s in batch.shares if s.name == self.features_name), batch)
+
     def positions_needed(self, n_tokens: int) -> int:
         """The most any component needs: configs are checked, and sentences cut, by it."""
         return max(c.positions_needed(n_tokens) for c in self.components.values())

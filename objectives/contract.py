@@ -474,6 +474,7 @@ def _sides(attn: torch.Tensor, source: torch.Tensor) -> set[int]:
 
 def _check_reading(objective: Objective) -> str:
     batch = objective.make_batch(random_blocks(objective, 8, BLOCK, seed=9), torch.Generator().manual_seed(9))
+    batch = objective.reading_batch(batch)
     trained = _sides(attention_matrix(batch.attn, batch.input_ids), batch.source_index)
     ids = torch.cat([torch.tensor([objective.vocab["[CLS]"]]), random_blocks(objective, 1, BLOCK, seed=10)[0]])[None]
     attn = attention_matrix(objective.reading_attention, ids)

@@ -138,6 +138,13 @@ def test_a_ul2_style_mixture_of_masked_ar_settings_passes_the_contract_by_steps(
     assert not failed, failed
 
 
+def test_gpt_bert_read_as_a_causal_model_passes_the_contract():
+    """Features and score from the causal component: the reading check compares the causal
+    reading with the causal rows' context, not with the masked rows' both sides."""
+    failed = [c.line() for c in check_objective("mixture", {"features": "clm", "score": "clm"}) if not c.passed]
+    assert not failed, failed
+
+
 def test_reading_rules_default_to_the_largest_weight_and_can_be_named():
     mix = make_objective("mixture", components=[{"objective": "clm", "weight": 1}, {"objective": "mntp", "weight": 15}])
     assert (mix.reading_attention, mix.pooling, mix.score_kind) == ("bidirectional", "mean", "pseudo")
