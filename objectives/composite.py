@@ -51,6 +51,9 @@ class Component(Options):
     options: dict[str, Any] = Field(default_factory=dict, description="its options (defaults filled in)")
     name: str | None = Field(None, description="its name in logs and reading rules; default: the "
                              "objective's name (required when two components share an objective)")
+    mode_token: str | None = Field(None, description="a special token (listed in data.special_tokens) "
+                                   "in place of [CLS] at the start of this component's rows and of its "
+                                   "sentence scores: UL2's mode tokens")
 
     @model_validator(mode="before")
     @classmethod
@@ -216,7 +219,8 @@ def build_component(spec: Component, vocab: Vocab) -> Objective:
     """The component's objective, its options already validated; its specials must be in the vocabulary."""
     cls = OBJECTIVES.get(spec.objective)
     options = cls.Options.model_validate(spec.options)
-    missing = [s for s in cls.specials_needed(options) if s not in vocab.specials]
+    needed = [*cls.specials_needed(options), *([spec.mode_token] if spec.mode_token else [])]
+    missing = [s for s in needed if s not in vocab.specials]
     if missing:
         raise ConfigError(f"component {spec.label!r} ({spec.objective}) needs the special tokens {missing}: "
                           f"add them to data.special_tokens")
@@ -236,6 +240,7 @@ class Composite(Objective):
     def __init__(self, options: Options, vocab: Vocab) -> None:
         super().__init__(options, vocab)
         self.components = {spec.label: build_component(spec, vocab) for spec in self.specs}
+        self.modes = {spec.label: vocab[spec.mode_token] for spec in self.specs if spec.mode_token}
 
     @property
     def specs(self) -> list[Component]:
@@ -247,6 +252,7 @@ class Composite(Objective):
         for spec in getattr(options, cls.specs_field):
             target = OBJECTIVES.get(spec.objective)
             needed += target.specials_needed(target.Options.model_validate(spec.options))
+            needed += [spec.mode_token] if spec.mode_token else []
         return tuple(dict.fromkeys(needed))
 
     # -- reading: delegated to the components the options name -----------------------------
@@ -267,7 +273,16 @@ class Composite(Objective):
         return f"{self.score_name}'s: " + self.components[self.score_name].score_method
 
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
-        return self.components[self.score_name].score_rows(tokens)
+        return self.marked(self.score_name, self.components[self.score_name].score_rows(tokens))
+
+    def marked(self, name: str, batch: ObjectiveBatch) -> ObjectiveBatch:
+        """``batch`` with component ``name``'s mode token, if it has one, in place of each row's
+        leading ``[CLS]`` (a special that shows no text: what every target may see is unchanged)."""
+        if name not in self.modes:
+            return batch
+        ids = batch.input_ids.clone()
+        ids[ids[:, 0] == self.vocab["[CLS]"], 0] = self.modes[name]
+        return replace(batch, input_ids=ids)
 
     def reading_batch(self, batch: CompositeBatch) -> ObjectiveBatch:  # type: ignore[override]
         """The features component's rows: its context is what features are read like."""
@@ -292,14 +307,14 @@ class Composite(Objective):
             rows = torch.nonzero(owner == k).flatten()
             if len(rows):
                 sub = draws.subset(gen, rows.tolist(), (places[rows] - starts[k]).tolist(), starts[k + 1] - starts[k])
-                made = self.components[name].make_batch(blocks[rows], sub)
+                made = self.marked(name, self.components[name].make_batch(blocks[rows], sub))
                 shares.append(Share(name, self.components[name], made, int(rows[0])))
         return composite_batch(shares, weights, self.vocab["[PAD]"], stats)
 
     def alone(self, name: str, objective: Objective, blocks: torch.Tensor, gen: torch.Generator,
               stats: dict[str, float] | None = None) -> CompositeBatch:
         """Every row from one component, whose loss then weighs 1 (the others 0)."""
-        share = Share(name, objective, objective.make_batch(blocks, gen), 0)
+        share = Share(name, objective, self.marked(name, objective.make_batch(blocks, gen)), 0)
         return composite_batch([share], {n: float(n == name) for n in self.weights}, self.vocab["[PAD]"], stats)
 
     # -- the loss and what it costs, share by share -----------------------------------------

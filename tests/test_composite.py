@@ -13,10 +13,11 @@ from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.errors import ConfigError, ObjbenchError
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.study import load_study
-from objbench.harness.trainer import Trainer, resolve
+from objbench.harness.trainer import Trainer, checked, resolve
 from objbench.objectives.base import token_loss
 from objbench.objectives.composite import phase_use, row_counts
-from objbench.objectives.contract import check_objective
+from objbench.objectives.contract import build, check_objective
+from objbench.objectives.contract import random_blocks as contract_blocks
 from objbench.objectives.draws import RowGenerator
 from tests.conftest import TINY
 from tests.helpers import make_objective, random_blocks
@@ -143,6 +144,27 @@ def test_gpt_bert_read_as_a_causal_model_passes_the_contract():
     reading with the causal rows' context, not with the masked rows' both sides."""
     failed = [c.line() for c in check_objective("mixture", {"features": "clm", "score": "clm"}) if not c.passed]
     assert not failed, failed
+
+
+MODES = [{"objective": "masked-ar", "name": "regular", "weight": 1, "mode_token": "[R]"},
+         {"objective": "masked-ar", "name": "extreme", "weight": 1, "mode_token": "[X]", "options": {"r": 0.5}}]
+
+
+def test_ul2_mode_tokens_start_their_component_s_rows_and_scores():
+    mix = build("mixture", {"components": MODES, "score": "extreme"})  # a vocabulary with [R] and [X]
+    batch = mix.make_batch(contract_blocks(mix, 8, 12, seed=0), torch.Generator().manual_seed(0))
+    assert [(s.name, s.rows) for s in batch.shares] == [("regular", 4), ("extreme", 4)]
+    for share, mode in zip(batch.shares, ("[R]", "[X]")):
+        assert (share.batch.input_ids[:, 0] == mix.vocab[mode]).all()
+    assert (mix.score_rows(torch.arange(10, 16)).input_ids[:, 0] == mix.vocab["[X]"]).all()
+    failed = [c.line() for c in check_objective("mixture", {"components": MODES}) if not c.passed]
+    assert not failed, failed
+
+
+def test_a_mode_token_missing_from_the_tokenizer_is_refused():
+    with pytest.raises(ConfigError, match=r"needs the special tokens \['\[R\]', '\[X\]'\]: add them to data.special_tokens"):
+        checked(config("mixture", {"components": MODES}))
+    checked(config("mixture", {"components": MODES}, "data.special_tokens=['[S]', '[E]', '[R]', '[X]']"))
 
 
 def test_reading_rules_default_to_the_largest_weight_and_can_be_named():
