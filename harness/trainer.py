@@ -40,7 +40,7 @@ from objbench.harness.progress import progress_bar
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
 from objbench.harness.tracking import MetricSink, check_trackers, open_trackers
-from objbench.objectives.base import Objective, ObjectiveBatch, Options, Vocab
+from objbench.objectives.base import Objective, ObjectiveBatch, Options, Part, Vocab
 from objbench.objectives.draws import RowGenerator
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
@@ -277,38 +277,13 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         c, t = self.counters, self.cfg.train
         batches = self.micro_batches(c.step)
-        pad = self.data.vocab["[PAD]"]
-        parts = [b.loss_parts() for b in batches]
-        names = list(parts[0])  # the same parts in every micro-batch and process
-        local = [sum(self.objective.count_targets(b) for b in batches),
-                 sum(int((b.input_ids != pad).sum()) for b in batches),
-                 sum(self.objective.flops(self.cfg.model, self.data.vocab.size, b) for b in batches),
-                 *(sum(p[n].normaliser for p in parts) for n in names)]
-        n_targets, n_inputs, flops, *normalisers = self._global_sum(local)
-        weights = {n: parts[0][n].weight for n in names}
-        # a part no row of this step holds (a mixture's component on another step) weighs nothing
-        norms = {n: v for n, v in zip(names, normalisers) if v > 0}
-        cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
-                "flops": flops}
+        cost, n_inputs, parts = self._step_cost(batches)
         budget = self.cfg.budget
         lr = learning_rate(t, (c.on(budget.axis) + cost[budget.axis]) / budget.value)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-
-        totals = dict.fromkeys(norms, 0.0)
-        logs: dict[str, tuple[float, float]] = {}  # the loss hook's scalars and the applied rates
-        for i, batch in enumerate(batches):
-            batch = batch.to(self.device)
-            sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                summed, batch_logs = self.forward_model(batch)
-                # each part normalised by its own step total (`Part`); DDP averages over ranks: undo that
-                sum(summed[n] * (self.world * weights[n]) / norms[n] for n in summed if n in norms).backward()
-            for n in summed.keys() & totals.keys():
-                totals[n] += float(summed[n].detach())
-            _accumulate(logs, {**batch_logs, **{k: (v, 1.0) for k, v in batch.stats.items()}})
-        part_losses = dict(zip(totals, (v / norms[n] for n, v in zip(totals, self._global_sum(list(totals.values()))))))
-        loss = sum(weights[n] * part_losses[n] for n in part_losses)
+        part_losses, logs = self._forward_backward(batches, parts)
+        loss = sum(parts[n].weight * part_losses[n] for n in part_losses)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at step {c.step + 1}; the last good checkpoint in "
@@ -319,11 +294,50 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         c.step += 1
         c.tokens += cost["tokens"]
-        c.input_tokens += int(n_inputs)
-        c.targets += int(n_targets)
-        c.flops += flops
+        c.input_tokens += n_inputs
+        c.targets += int(cost["targets"])
+        c.flops += cost["flops"]
         per_part = {f"loss/{n}": v for n, v in part_losses.items() if n}
         return {"loss": loss, "lr": lr, **per_part, **self._step_means(logs)}  # rates: mean over micro-batches
+
+    def _step_cost(self, batches: list[ObjectiveBatch]) -> tuple[dict[str, float], int, dict[str, Part]]:
+        """What the step costs on every budget axis, the input tokens it shows, and each loss
+        part with its weight and its normaliser summed over the whole step (all micro-batches
+        and processes); a part no row of the step holds (a mixture's component on another
+        step) is left out: it weighs nothing."""
+        pad = self.data.vocab["[PAD]"]
+        parts = [b.loss_parts() for b in batches]
+        names = list(parts[0])  # the same parts in every micro-batch and process
+        local = [sum(self.objective.count_targets(b) for b in batches),
+                 sum(int((b.input_ids != pad).sum()) for b in batches),
+                 sum(self.objective.flops(self.cfg.model, self.data.vocab.size, b) for b in batches),
+                 *(sum(p[n].normaliser for p in parts) for n in names)]
+        n_targets, n_inputs, flops, *normalisers = self._global_sum(local)
+        cost = {"steps": 1, "tokens": self.cfg.train.batch_size * self.data.train.shape[1],
+                "targets": n_targets, "flops": flops}
+        step_parts = {n: Part(parts[0][n].weight, v) for n, v in zip(names, normalisers) if v > 0}
+        return cost, int(n_inputs), step_parts
+
+    def _forward_backward(self, batches: list[ObjectiveBatch], parts: dict[str, Part]
+                          ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+        """Accumulate the step's gradients: each part's summed loss divided by its step total
+        and weighed (`Part`). Returns each part's loss over the step and, as ``(sum, count)``,
+        the loss hook's scalars and the applied rates."""
+        totals = dict.fromkeys(parts, 0.0)
+        logs: dict[str, tuple[float, float]] = {}
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                summed, batch_logs = self.forward_model(batch)
+                # DDP averages gradients over ranks: undo that
+                sum(summed[n] * (self.world * parts[n].weight) / parts[n].normaliser
+                    for n in summed if n in parts).backward()
+            for n in summed.keys() & totals.keys():
+                totals[n] += float(summed[n].detach())
+            _accumulate(logs, {**batch_logs, **{k: (v, 1.0) for k, v in batch.stats.items()}})
+        step_totals = self._global_sum(list(totals.values()))
+        return {n: v / parts[n].normaliser for n, v in zip(totals, step_totals)}, logs
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
