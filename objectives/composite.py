@@ -74,6 +74,12 @@ class Component(Options):
     def label(self) -> str:
         return self.name or self.objective
 
+    def specials(self) -> list[str]:
+        """Special tokens this component needs: its objective's, and its mode token."""
+        target = OBJECTIVES.get(self.objective)
+        needed = target.specials_needed(target.Options.model_validate(self.options))
+        return [*needed, *([self.mode_token] if self.mode_token else [])]
+
 
 class Weighted(Component):
     weight: float = Field(gt=0.0, description="share of the loss (and of the rows or steps); "
@@ -217,14 +223,12 @@ def row_counts(weights: list[float], size: int) -> list[int]:
 
 def build_component(spec: Component, vocab: Vocab) -> Objective:
     """The component's objective, its options already validated; its specials must be in the vocabulary."""
-    cls = OBJECTIVES.get(spec.objective)
-    options = cls.Options.model_validate(spec.options)
-    needed = [*cls.specials_needed(options), *([spec.mode_token] if spec.mode_token else [])]
-    missing = [s for s in needed if s not in vocab.specials]
+    missing = [s for s in spec.specials() if s not in vocab.specials]
     if missing:
         raise ConfigError(f"component {spec.label!r} ({spec.objective}) needs the special tokens {missing}: "
                           f"add them to data.special_tokens")
-    return cls(options, vocab)
+    cls = OBJECTIVES.get(spec.objective)
+    return cls(cls.Options.model_validate(spec.options), vocab)
 
 
 class Composite(Objective):
@@ -248,12 +252,7 @@ class Composite(Objective):
 
     @classmethod
     def specials_needed(cls, options: Options) -> tuple[str, ...]:
-        needed: list[str] = []
-        for spec in getattr(options, cls.specs_field):
-            target = OBJECTIVES.get(spec.objective)
-            needed += target.specials_needed(target.Options.model_validate(spec.options))
-            needed += [spec.mode_token] if spec.mode_token else []
-        return tuple(dict.fromkeys(needed))
+        return tuple(dict.fromkeys(s for spec in getattr(options, cls.specs_field) for s in spec.specials()))
 
     # -- reading: delegated to the components the options name -----------------------------
     @property
