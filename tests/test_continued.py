@@ -78,10 +78,13 @@ CONTINUED = [{"name": "clm", "objective": "clm"},
 
 
 def test_a_study_trains_parents_first_and_reports_the_child_on_the_whole_budget(tmp_path):
-    study = load_study(tiny_study(tmp_path, CONTINUED, seeds=[0], probe_at=[1.0],
+    """Composites run in the same study, read by their declared components."""
+    arms = [*CONTINUED, {"name": "gpt-bert", "objective": "mixture"}, {"name": "clm-then-mlm", "objective": "schedule"}]
+    study = load_study(tiny_study(tmp_path, arms, seeds=[0], probe_at=[1.0],
                                   tasks={"agreement": {"max_per_phenomenon": 2}}))
-    assert [(a.name, c.seed) for a, c in study.run_configs()] == [("clm", 0), ("mlm", 0), ("mlm-from-clm", 0)]
+    assert [a.name for a, _ in study.run_configs()] == ["clm", "mlm", "gpt-bert", "clm-then-mlm", "mlm-from-clm"]
     assert run_study(study, tmp_path / "out")
+    assert (tmp_path / "out" / "report.md").exists()
     runs = tmp_path / "out" / "runs"
     child = json.loads((runs / "mlm-from-clm" / "seed0" / "status.json").read_text())
     assert child["state"] == "done" and child["init"] == {"arm": "clm", "at": 0.5}
@@ -91,6 +94,9 @@ def test_a_study_trains_parents_first_and_reports_the_child_on_the_whole_budget(
     final = [r for r in results if r["task"] == "agreement" and r["final"]]
     parent = {r["step"]: r for r in metrics(runs / "clm" / "seed0")}
     assert final and all(r["step"] == 4 and r["tokens"] == parent[4]["tokens"] for r in final)
+    kinds = {arm: json.loads((runs / arm / "seed0" / "status.json").read_text())["score_kind"]
+             for arm in ("gpt-bert", "clm-then-mlm")}
+    assert kinds == {"gpt-bert": "pseudo", "clm-then-mlm": "pseudo"}  # mntp's and mlm's scores
 
 
 def test_a_child_s_hash_includes_its_parent_s(tmp_path):
