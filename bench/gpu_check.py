@@ -136,9 +136,10 @@ def check_leakage(device: str) -> dict[str, Any]:
         leak_free = all(not (seen & ~declared[p.where]).any() for p, seen in zip(m.predictions, m.seen))
         own = [seen[p.target_source >= 0, p.target_source[p.target_source >= 0]]
                for p, seen in zip(m.predictions, m.seen)]
-        sees_self = any(bool(o.any()) for o in own)
-        ok = leak_free and noise < MOVED and (obj.sees_own_target or not sees_self)
-        out["objectives"][name] = {"leak_free": leak_free, "as_declared": as_declared, "sees_own_target": sees_self,
+        sees_self = [bool(o.any()) for o in own]  # per kind of target (a composite's components differ)
+        allowed = all(obj.sees_own_target or p.sees_own_target or not seen for p, seen in zip(m.predictions, sees_self))
+        ok = leak_free and noise < MOVED and allowed
+        out["objectives"][name] = {"leak_free": leak_free, "as_declared": as_declared, "sees_own_target": any(sees_self),
                                    "rerun_noise": noise, "ok": ok}
     out["ok"] = all(o["ok"] for o in out["objectives"].values())
     return out

@@ -130,6 +130,19 @@ def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return state
 
 
+def restore_encoder(folder: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load only the encoder's weights of a verified checkpoint (continued pre-training: the
+    objective's own modules and the optimizer state belong to the parent's objective); return
+    its state."""
+    verify(folder, (MODEL, STATE))
+    weights = load_file(str(folder / MODEL))
+    try:
+        model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(MODULES_PREFIX)})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{folder / MODEL} does not fit the configured model: {exc}") from None
+    return json.loads((folder / STATE).read_text())
+
+
 def for_reader(exc: DamagedCheckpoint, run_dir: Path, asked: bool) -> DamagedCheckpoint:
     """``exc`` told to someone reading a run (probes): which checkpoint it was and what to do.
     Readers never fall back to another checkpoint: results must come from the one meant."""

@@ -127,6 +127,15 @@ class TrainConfig(Strict):
         return self
 
 
+class InitConfig(Strict):
+    """Continued pre-training: the run starts from another run's checkpoint instead of from
+    its seed's initial weights, and counts that run's budget as its own."""
+
+    run: str = Field(description="the parent run's folder")
+    at: float = Field(gt=0.0, lt=1.0, description="the parent's evaluation point (budget fraction) "
+                      "to start from; the run trains from there to the end of the budget")
+
+
 class RunConfig(Strict):
     objective: str = Field("mlm", description="registered objective name (`objbench objectives`)")
     options: dict[str, Any] = Field(default_factory=dict, description="the objective's options")
@@ -135,9 +144,13 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     budget: BudgetConfig = BudgetConfig(steps=200)  # about 2 min on 2 CPU cores for the slowest (clm)
+    init: InitConfig | None = Field(None, description="start from another run's checkpoint (continued "
+                                    "pre-training); null: from the seed's initial weights")
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The config as JSON data; ``init`` only when set, so runs without one keep the
+        configs (and hashes) they always had."""
+        return self.model_dump(mode="json", exclude={"init"} if self.init is None else None)
 
     def settings_hash(self) -> str:
         """A hash of the settings that decide the trained model (none of `RESULT_NEUTRAL`)."""
@@ -148,7 +161,10 @@ class RunConfig(Strict):
 # (beyond the order of float additions): left out of the run hash and of the checkpoint
 # comparison, so changing them neither retrains a finished run nor refuses a resume or probe.
 # `train.precision` changes results and stays in.
-RESULT_NEUTRAL = ("train.threads", "train.device", "train.compile", "train.checkpoint_every", "train.log_to")
+# `init.run` is where the parent run lies, not what it is: a study puts the parent's own
+# config hash in its place (`objbench.harness.study.run_keys`).
+RESULT_NEUTRAL = ("train.threads", "train.device", "train.compile", "train.checkpoint_every", "train.log_to",
+                  "init.run")
 
 
 def result_settings(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from objbench.harness.config import (
     BudgetConfig,
     capped_arm,
     DataConfig,
+    InitConfig,
     ModelConfig,
     RunConfig,
     Strict,
@@ -54,10 +55,18 @@ FolderName = Annotated[str, AfterValidator(_folder_name)]
 SHARED = ("seeds", "budget", "model", "data", "train", "tasks", "probe_at")  # study-wide only
 
 
+class ArmInit(Strict):
+    arm: str = Field(description="the arm whose run of the same seed this arm continues")
+    at: float = Field(gt=0.0, lt=1.0, description="the budget fraction (an evaluation point) of the "
+                      "parent's run to start from; the child trains the rest of the budget")
+
+
 class Arm(Strict):
     name: FolderName = Field(description="unique label of the arm in tables and folders")
     objective: str
     options: dict[str, Any] = Field(default_factory=dict)
+    init: ArmInit | None = Field(None, description="continued pre-training: start from another arm's "
+                                 "checkpoint instead of from the seed's initial weights")
 
     @model_validator(mode="before")
     @classmethod
@@ -122,20 +131,51 @@ class Study(Strict):
         if off:
             raise ValueError(f"probe_at {off} are not evaluation points {sorted(points)} "
                              f"(train.eval_points={self.train.eval_points})")
+        for arm in self.arms:
+            if arm.init is not None:
+                self._check_init(arm, points)
         return self
 
-    def run_configs(self) -> list[tuple[Arm, RunConfig]]:
-        """Every (arm, seed) run, each arm once per data cap when the study sweeps them."""
+    def _check_init(self, arm: Arm, points: set[float]) -> None:
+        """A continued arm starts from an arm that starts from scratch, at one of its evaluation
+        points, and is probed only after that point (it has no checkpoint before it)."""
+        parent = next((a for a in self.arms if a.name == arm.init.arm), None)
+        where = f"arm {arm.name!r}: init"
+        if parent is None or parent.init is not None:
+            raise ValueError(f"{where}.arm {arm.init.arm!r} must be another arm that starts from scratch "
+                             f"(arms: {[a.name for a in self.arms]})")
+        if round(arm.init.at, 9) not in points:
+            raise ValueError(f"{where}.at {arm.init.at} is not an evaluation point {sorted(points)}")
+        if any(p <= arm.init.at for p in self.probe_at):
+            raise ValueError(f"{where}.at {arm.init.at}: probe_at {self.probe_at} must all come later "
+                             f"(the arm has no checkpoint of its own before it)")
+        if self.data_caps:
+            raise ValueError(f"{where}: continued arms and data_caps cannot be combined yet")
+
+    def run_configs(self, runs_dir: Path = Path("runs")) -> list[tuple[Arm, RunConfig]]:
+        """Every (arm, seed) run, each arm once per data cap when the study sweeps them; arms
+        that continue another arm's runs (``init``, read from ``runs_dir/<arm>/seed<k>``) come
+        after every other arm, so their parents are trained first."""
         out = []
-        for arm in self.arms:
+        for arm in sorted(self.arms, key=lambda a: a.init is not None):
             for cap in self.data_caps or [self.data.unique_tokens]:
                 named = arm.model_copy(update={"name": capped_arm(arm.name, cap)}) if self.data_caps else arm
                 data = self.data.model_copy(update={"unique_tokens": cap})
                 out += [(named, RunConfig(objective=arm.objective, options=arm.options, seed=seed,
                                           model=self.model, data=data, train=self.train,
-                                          budget=self.budget))
+                                          budget=self.budget, init=_init(arm, seed, runs_dir)))
                         for seed in self.seeds]
         return out
+
+    def parent_config(self, arm: Arm, seed: int) -> RunConfig:
+        """The run config of the arm that ``arm`` continues, for ``seed``."""
+        return next(cfg for a, cfg in self.run_configs() if a.name == arm.init.arm and cfg.seed == seed)
+
+
+def _init(arm: Arm, seed: int, runs_dir: Path) -> InitConfig | None:
+    if arm.init is None:
+        return None
+    return InitConfig(run=str(runs_dir / arm.init.arm / f"seed{seed}"), at=arm.init.at)
 
 
 def load_study(path: Path) -> Study:
@@ -191,8 +231,9 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     from objbench.harness.data import prepare_data
     from objbench.reports import build_report
 
-    runs = shard_of(study.run_configs(), shard)  # a bad --shard or --out fails before any work
-    out = output_folder(out or Path("runs") / study.name)
+    out = Path(out or Path("runs") / study.name)
+    runs = shard_of(study.run_configs(out.resolve() / "runs"), shard)  # a bad --shard or --out fails
+    out = output_folder(out)  # before any work
     # the whole split, checked to hold a batch; each run caps its own copy (data_caps)
     data = prepare_data(study.data.model_copy(update={"unique_tokens": None}), study.train.batch_size)
     resolved = study.model_dump(mode="json")  # a valid study file: `study run` accepts it again
@@ -219,10 +260,11 @@ def run_study(study: Study, out: Path | None = None, shard: str | None = None) -
     return failed == 0
 
 
-def run_keys(study: Study, cfg: RunConfig, corpus_hash: str) -> dict[str, str]:
+def run_keys(study: Study, cfg: RunConfig, corpus_hash: str, parent: RunConfig | None = None) -> dict[str, str]:
     """``config_hash``: what decides the trained model (the resolved config without the
     settings that never change results, `RESULT_NEUTRAL`; the precision as it takes effect on
-    this machine; the corpus content; the objective's code, `code_identity`).
+    this machine; the corpus content; the objective's code, `code_identity`; for a continued
+    run, the ``parent`` run's config hash).
     ``tasks_hash``: what decides the results read from it (the tasks, their options and code,
     the probe points). A finished run whose hashes both match is not run again."""
     from objbench.harness.trainer import effective_precision
@@ -231,6 +273,8 @@ def run_keys(study: Study, cfg: RunConfig, corpus_hash: str) -> dict[str, str]:
     settings["train"]["precision"] = effective_precision(cfg.train)
     trained = {"config": settings, "corpus": corpus_hash,
                "objective": code_identity(OBJECTIVES.get(cfg.objective))}
+    if parent is not None:
+        trained["parent"] = run_keys(study, parent, corpus_hash)["config_hash"]
     read = {"tasks": study.tasks, "probe_at": study.probe_at,
             "code": {name: code_identity(TASKS.get(name)) for name in study.tasks}}
     return {"config_hash": content_hash(trained), "tasks_hash": content_hash(read)}
@@ -245,10 +289,13 @@ def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tupl
     from objbench.harness.trainer import resolve
 
     record = {"arm": arm.name, "seed": cfg.seed, "objective": cfg.objective, "options": cfg.options}
+    if arm.init is not None:
+        record["init"] = arm.init.model_dump()
     status_path = run_dir / "status.json"
     try:
         cfg = resolve(cfg)
-        record.update(options=cfg.options, **run_keys(study, cfg, data.corpus_hash))
+        parent = resolve(study.parent_config(arm, cfg.seed)) if arm.init is not None else None
+        record.update(options=cfg.options, **run_keys(study, cfg, data.corpus_hash, parent))
     except Exception as exc:  # a broken plugin fails this run, not the study (alike on every rank)
         return _fail(status_path, record, [(0, _message(exc), _trace(exc))], {}), 0.0
     cached = from_main(lambda: _cached_seconds(status_path, record))
@@ -339,10 +386,13 @@ def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path,
         rows.append({**base, **_position(m, cfg), "task": "val_loss", "metric": "loss", "split": "validation",
                      "layer": None, "pooling": None, "group": None, "value": m["val_loss"],
                      "n": cfg.data.val_blocks, "higher_is_better": False, "final": m["step"] == last_step})
-    kept = [c for c in ckpt.checkpoints(run_dir) if ckpt.load_state(c).get("eval_point")]
+    # evaluation-point checkpoints by their point k of eval_points (a continued run has only
+    # those after its start)
+    states = {c: ckpt.load_state(c) for c in ckpt.checkpoints(run_dir)}
+    kept = {state["next_eval"]: c for c, state in states.items() if state.get("eval_point")}
     total = cfg.train.eval_points
     for frac in study.probe_at:
-        point = kept[round(frac * total) - 1]
+        point = kept[round(frac * total)]
         step = ckpt.load_state(point)["counters"]["step"]
         model = final if point == final.checkpoint else TrainedModel(run_dir, point)
         t_rows, t_items = evaluate(model, list(study.tasks), study.tasks, seed=cfg.seed)

@@ -40,7 +40,7 @@ from objbench.harness.progress import progress_bar
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.tokenizer import config_vocab
 from objbench.harness.tracking import MetricSink, check_trackers, open_trackers
-from objbench.objectives.base import Objective, ObjectiveBatch, Options, Vocab
+from objbench.objectives.base import Objective, ObjectiveBatch, Options, Part, Vocab
 from objbench.objectives.draws import RowGenerator
 
 VAL_SEED = 1234  # validation masks are the same for every seed and arm: paired comparisons
@@ -61,11 +61,11 @@ class Counters:
 
 def build_objective(cfg: RunConfig, vocab: Vocab) -> Objective:
     cls = OBJECTIVES.get(cfg.objective)
-    missing = [s for s in cls.special_tokens if s not in vocab.specials]
+    options = objective_options(cls, cfg)
+    missing = [s for s in cls.specials_needed(options) if s not in vocab.specials]
     if missing:
         raise ConfigError(f"objective {cfg.objective!r} needs the special tokens {missing}: add them "
                           f"to data.special_tokens (now {cfg.data.special_tokens})")
-    options = objective_options(cls, cfg)
     return cls(options, vocab)
 
 
@@ -147,6 +147,12 @@ def row_seeds(seed: int, step: int, batch_size: int) -> np.ndarray:
     return np.random.SeedSequence([seed, step]).generate_state(batch_size, np.uint64)
 
 
+def step_seed(seed: int, step: int) -> int:
+    """One seed for the whole global batch at ``step`` (a mixture's choice of component for
+    the step), apart from every row's seed."""
+    return int(np.random.SeedSequence([seed, step], spawn_key=(1,)).generate_state(1, np.uint64)[0])
+
+
 def build_modules(objective: Objective, cfg: ModelConfig, vocab_size: int) -> nn.ModuleDict:
     """The objective's own modules (none for most), initialised from torch's global RNG."""
     return nn.ModuleDict(objective.build_modules(cfg, vocab_size))
@@ -167,9 +173,9 @@ class ObjectiveLoss(nn.Module):
         self.model = model  # the encoder, maybe compiled
         self.objective_modules = modules
 
-    def forward(self, batch: ObjectiveBatch) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+    def forward(self, batch: ObjectiveBatch) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]]]:
         loss = self.objective.loss(self.model, self.objective_modules, batch)
-        return loss.summed, loss.logs
+        return loss.by_part(), loss.logs
 
 
 class Trainer:
@@ -228,12 +234,18 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=True)
 
     # -- one step -------------------------------------------------------------------------
+    def budget_used(self) -> float:
+        """The fraction of the budget consumed so far, on the budget's own axis."""
+        return self.counters.on(self.cfg.budget.axis) / self.cfg.budget.value
+
     def micro_batches(self, step: int) -> list[ObjectiveBatch]:
-        """This rank's share of the global batch at ``step``, in ``grad_accum`` micro-batches.
+        """This rank's share of the global batch at ``step``, in ``grad_accum`` micro-batches,
+        made by the objective in force at the budget consumed so far (`Objective.at`).
 
         Each row draws from its own generator, seeded by its index in the global batch
         (`RowGenerator`), so the split over ranks and micro-batches never changes a mask."""
         t = self.cfg.train
+        objective = self.objective.at(self.budget_used())
         rows = batch_rows(len(self.data.train), t.batch_size, step, self.cfg.seed)
         seeds = row_seeds(self.cfg.seed, step, t.batch_size)
         mine = np.arange(t.batch_size)[self.rank::self.world]  # indices in the global batch
@@ -241,8 +253,8 @@ class Trainer:
         for part in np.array_split(mine, t.grad_accum):
             blocks = torch.from_numpy(self.data.train[rows[part]].astype(np.int64))
             gen = RowGenerator(seeds[part].tolist(), seed=int(seeds[part[0]]), places=part.tolist(),
-                               batch_size=t.batch_size)
-            out.append(self.objective.make_batch(blocks, gen))
+                               batch_size=t.batch_size, step_seed=step_seed(self.cfg.seed, step))
+            out.append(objective.make_batch(blocks, gen))
         return out
 
     def _global_sum(self, values: list[float]) -> list[float]:
@@ -253,37 +265,25 @@ class Trainer:
         return t.tolist()
 
     def _step_means(self, pairs: dict[str, tuple[float, float]]) -> dict[str, float]:
-        """``sum / count`` of each ``name: (sum, count)`` over all ranks."""
+        """``sum / count`` of each ``name: (sum, count)`` over all ranks (a name some rank
+        lacks, such as a mixture component none of its rows drew, counts nothing there)."""
+        if self.world > 1:
+            names: list[list[str]] = [[] for _ in range(self.world)]
+            dist.all_gather_object(names, sorted(pairs))
+            pairs = {n: pairs.get(n, (0.0, 0.0)) for n in sorted(set().union(*names))}
         totals = self._global_sum([x for pair in pairs.values() for x in pair])
         return {name: totals[2 * k] / max(totals[2 * k + 1], 1e-12) for k, name in enumerate(pairs)}
 
     def train_step(self) -> dict[str, float]:
         c, t = self.counters, self.cfg.train
         batches = self.micro_batches(c.step)
-        pad = self.data.vocab["[PAD]"]
-        local = [sum(self.objective.count_targets(b) for b in batches),
-                 sum(int((b.input_ids != pad).sum()) for b in batches),
-                 sum(self.objective.flops(self.cfg.model, self.data.vocab.size, b) for b in batches),
-                 sum(b.loss_normaliser for b in batches)]
-        n_targets, n_inputs, flops, normaliser = self._global_sum(local)
-        cost = {"steps": 1, "tokens": t.batch_size * self.data.train.shape[1], "targets": n_targets,
-                "flops": flops}
+        cost, n_inputs, parts = self._step_cost(batches)
         budget = self.cfg.budget
         lr = learning_rate(t, (c.on(budget.axis) + cost[budget.axis]) / budget.value)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-
-        total = 0.0
-        logs: dict[str, tuple[float, float]] = {}  # the loss hook's scalars and the applied rates
-        for i, batch in enumerate(batches):
-            batch = batch.to(self.device)
-            sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                s, batch_logs = self.forward_model(batch)
-                (s * self.world / normaliser).backward()  # DDP averages over ranks; undo that
-            total += float(s.detach())
-            _accumulate(logs, {**batch_logs, **{k: (v, 1.0) for k, v in batch.stats.items()}})
-        loss = self._global_sum([total])[0] / normaliser
+        part_losses, logs = self._forward_backward(batches, parts)
+        loss = sum(parts[n].weight * part_losses[n] for n in part_losses)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at step {c.step + 1}; the last good checkpoint in "
@@ -294,27 +294,76 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         c.step += 1
         c.tokens += cost["tokens"]
-        c.input_tokens += int(n_inputs)
-        c.targets += int(n_targets)
-        c.flops += flops
-        return {"loss": loss, "lr": lr, **self._step_means(logs)}  # rates: mean over micro-batches
+        c.input_tokens += n_inputs
+        c.targets += int(cost["targets"])
+        c.flops += cost["flops"]
+        per_part = {f"loss/{n}": v for n, v in part_losses.items() if n}
+        return {"loss": loss, "lr": lr, **per_part, **self._step_means(logs)}  # rates: mean over micro-batches
+
+    def _step_cost(self, batches: list[ObjectiveBatch]) -> tuple[dict[str, float], int, dict[str, Part]]:
+        """What the step costs on every budget axis, the input tokens it shows, and each loss
+        part with its weight and its normaliser summed over the whole step (all micro-batches
+        and processes); a part no row of the step holds (a mixture's component on another
+        step) is left out: it weighs nothing."""
+        pad = self.data.vocab["[PAD]"]
+        parts = [b.loss_parts() for b in batches]
+        names = list(parts[0])  # the same parts in every micro-batch and process
+        local = [sum(self.objective.count_targets(b) for b in batches),
+                 sum(int((b.input_ids != pad).sum()) for b in batches),
+                 sum(self.objective.flops(self.cfg.model, self.data.vocab.size, b) for b in batches),
+                 *(sum(p[n].normaliser for p in parts) for n in names)]
+        n_targets, n_inputs, flops, *normalisers = self._global_sum(local)
+        cost = {"steps": 1, "tokens": self.cfg.train.batch_size * self.data.train.shape[1],
+                "targets": n_targets, "flops": flops}
+        step_parts = {n: Part(parts[0][n].weight, v) for n, v in zip(names, normalisers) if v > 0}
+        return cost, int(n_inputs), step_parts
+
+    def _forward_backward(self, batches: list[ObjectiveBatch], parts: dict[str, Part]
+                          ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+        """Accumulate the step's gradients: each part's summed loss divided by its step total
+        and weighed (`Part`). Returns each part's loss over the step and, as ``(sum, count)``,
+        the loss hook's scalars and the applied rates."""
+        totals = dict.fromkeys(parts, 0.0)
+        logs: dict[str, tuple[float, float]] = {}
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            sync = nullcontext() if i == len(batches) - 1 or self.world == 1 else self.forward_model.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                summed, batch_logs = self.forward_model(batch)
+                # DDP averages gradients over ranks: undo that
+                sum(summed[n] * (self.world * parts[n].weight) / parts[n].normaliser
+                    for n in summed if n in parts).backward()
+            for n in summed.keys() & totals.keys():
+                totals[n] += float(summed[n].detach())
+            _accumulate(logs, {**batch_logs, **{k: (v, 1.0) for k, v in batch.stats.items()}})
+        step_totals = self._global_sum(list(totals.values()))
+        return {n: v / parts[n].normaliser for n, v in zip(totals, step_totals)}, logs
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """The objective's loss over the first ``data.val_blocks`` validation blocks, divided by
-        their total normaliser (by default: mean loss per target)."""
+    def validation_losses(self) -> dict[str, float]:
+        """``val_loss``, the objective's loss over the validation blocks (by default: mean loss
+        per target), and, for a composite objective, each part's (``val_loss/<part>``): every
+        part's loss over the first ``data.val_blocks`` validation blocks divided by its total
+        normaliser, and ``val_loss`` their weighted sum (`Part`), from the objective in force."""
         self.forward_model.eval()
+        objective = self.objective.at(self.budget_used())
         val = self.data.validation[: self.cfg.data.val_blocks]
-        total, count = 0.0, 0.0
+        total: dict[str, float] = {}
+        count: dict[str, float] = {}
+        weights: dict[str, float] = {}
         for k, start in enumerate(range(0, len(val), self.cfg.train.batch_size)):
             blocks = torch.from_numpy(val[start:start + self.cfg.train.batch_size].astype(np.int64))
-            batch = self.objective.make_batch(blocks, torch.Generator().manual_seed(VAL_SEED + k))
+            batch = objective.make_batch(blocks, torch.Generator().manual_seed(VAL_SEED + k))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self.objective.loss(self.model, self.objective_modules, batch.to(self.device))
-            total, count = total + float(loss.summed), count + batch.loss_normaliser
+                summed = objective.loss(self.model, self.objective_modules, batch.to(self.device)).by_part()
+            for n, part in batch.loss_parts().items():
+                total[n] = total.get(n, 0.0) + float(summed.get(n, 0.0))
+                count[n], weights[n] = count.get(n, 0.0) + part.normaliser, part.weight
         self.forward_model.train()
-        return total / count
+        losses = {n: total[n] / count[n] for n in total if count[n] > 0}
+        return {"val_loss": sum(weights[n] * losses[n] for n in losses),
+                **{f"val_loss/{n}": v for n, v in losses.items() if n}}
 
     def eval_targets(self) -> list[float]:
         """Budget values at which to evaluate and keep a checkpoint (the last is the budget)."""
@@ -339,12 +388,12 @@ class Trainer:
     def _run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
-        next_eval = self._resume(metrics_path)
+        next_eval, fresh = self._resume(metrics_path)
         if self.rank == 0:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             shutil.copyfile(self.data.tokenizer_path, self.out / "tokenizer.json")
-        if self.counters.step == 0 and next_eval == 0:
-            self._log(metrics_path, {**asdict(self.counters), "val_loss": self.validation_loss(),
+        if fresh:
+            self._log(metrics_path, {**asdict(self.counters), **self.validation_losses(),
                                      **self.parameter_counts()})
         axis, budget = self.cfg.budget.axis, self.cfg.budget.value
         targets = self.eval_targets()
@@ -365,7 +414,7 @@ class Trainer:
             last = now
             is_eval = next_eval < len(targets) and self.counters.on(axis) >= targets[next_eval] * (1 - 1e-9)
             if is_eval:
-                row["val_loss"] = self.validation_loss()
+                row.update(self.validation_losses())
                 next_eval += 1
             self._log(metrics_path, {**asdict(self.counters), **row})
             bar.update(self.counters.on(axis) - before)
@@ -411,8 +460,9 @@ class Trainer:
             dist.barrier()
         return folder
 
-    def _resume(self, metrics_path: Path) -> int:
-        """Load the newest intact checkpoint, if any; trim metrics logged after it. Returns next_eval.
+    def _resume(self, metrics_path: Path) -> tuple[int, bool]:
+        """Load the newest intact checkpoint, if any; trim metrics logged after it. Returns
+        next_eval, and whether the run starts afresh (from its seed or from ``init``'s parent).
 
         Damaged checkpoints newer than it are moved to ``damaged/``, saying so in one line; a
         checkpoint of another config is refused.
@@ -431,12 +481,27 @@ class Trainer:
         if state is None:
             if self.rank == 0:
                 metrics_path.unlink(missing_ok=True)
-            return 0
+            return (self._start_from_parent() if self.cfg.init else 0), True
         self.counters = Counters(**state["counters"])
         if self.rank == 0 and metrics_path.exists():
             kept = [l for l in metrics_path.read_text().splitlines()
                     if _step_of(l) is not None and _step_of(l) <= self.counters.step]
             metrics_path.write_text("".join(l + "\n" for l in kept))
+        return state["next_eval"], False
+
+    def _start_from_parent(self) -> int:
+        """Continued pre-training: the parent run's encoder weights and budget counters at its
+        evaluation point ``init.at``; a fresh optimizer and fresh objective modules. The run
+        then trains to the end of the same budget, so parent and child together spend one
+        budget. Returns the next evaluation point."""
+        init = self.cfg.init
+        folder = parent_checkpoint(Path(init.run), init.at)
+        state = ckpt.load_state(folder)
+        fix = f"start from a run with this run's model, data, seed and budget (init.run={init.run})"
+        ckpt.check_config(folder, {**state, "config": _shared(state["config"])}, _shared(self.cfg.to_dict()),
+                          self.data.tokenizer_hash, "this run", fix)
+        state = ckpt.restore_encoder(folder, self.model)
+        self.counters = Counters(**state["counters"])
         return state["next_eval"]
 
     def _check_matches(self, folder: Path) -> Callable[[dict], None]:
@@ -464,6 +529,24 @@ def _accumulate(totals: dict[str, tuple[float, float]], more: dict[str, tuple[fl
     for name, (value, count) in more.items():
         so_far = totals.get(name, (0.0, 0.0))
         totals[name] = (so_far[0] + value, so_far[1] + count)
+
+
+def parent_checkpoint(run: Path, at: float) -> Path:
+    """The checkpoint of ``run`` kept at its evaluation point ``at`` (a budget fraction)."""
+    points: dict[float, Path] = {}
+    for folder in ckpt.checkpoints(run):
+        state = ckpt.load_state(folder)
+        if state.get("eval_point"):
+            points[round(state["next_eval"] / state["config"]["train"]["eval_points"], 9)] = folder
+    if round(at, 9) not in points:
+        raise CheckpointError(f"init.run {run} has no checkpoint at evaluation point init.at={at} (it has "
+                              f"{sorted(points) or 'none'}): train it first, or start at one of those")
+    return points[round(at, 9)]
+
+
+def _shared(config: dict) -> dict:
+    """What a continued run shares with its parent: model, data, seed and budget."""
+    return {k: config[k] for k in ("model", "data", "seed", "budget")}
 
 
 def _kept(folder: Path) -> bool:

@@ -138,16 +138,38 @@ class ObjectiveBatch:
     def loss_normaliser(self) -> float:
         return float(self.n_targets) if self.normaliser is None else float(self.normaliser)
 
+    def loss_parts(self) -> dict[str, "Part"]:
+        """The parts whose summed losses the trainer normalises separately: one, unnamed, for
+        an ordinary batch; one per component for a composite objective's batch."""
+        return {"": Part(1.0, self.loss_normaliser)}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a step's loss: the step's loss is the sum over parts of ``weight`` x the
+    part's summed loss / the part's normaliser summed over the whole step (all micro-batches
+    and processes), so each part is normalised by its own targets, not by everyone's."""
+
+    weight: float
+    normaliser: float
+
 
 @dataclass
 class Loss:
     """What `Objective.loss` returns: the batch's loss summed over its targets (weights applied,
     in at least fp32; the trainer divides it by the step's total `ObjectiveBatch.loss_normaliser`)
     and scalars to log, each as ``(sum, count)``: the step logs ``sum / count`` over all its
-    micro-batches and ranks (e.g. a generator's loss per masked token)."""
+    micro-batches and ranks (e.g. a generator's loss per masked token). A composite objective
+    also gives each part's summed loss in ``parts`` (`Part`)."""
 
     summed: torch.Tensor
     logs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # summed loss per named part
+
+    def by_part(self) -> dict[str, torch.Tensor]:
+        """The summed loss of each part `ObjectiveBatch.loss_parts` names (one unnamed part
+        unless the objective is composite)."""
+        return self.parts or {"": self.summed}
 
 
 @dataclass
@@ -166,6 +188,7 @@ class Predictions:
     where: torch.Tensor
     values: torch.Tensor
     target_source: torch.Tensor
+    sees_own_target: bool = False  # these targets may see their own token (a composite's part)
 
 
 def token_loss(encoder: Encoder, batch: ObjectiveBatch) -> torch.Tensor:
@@ -217,6 +240,17 @@ class Objective(ABC):
         self.options = options
         self.vocab = vocab
 
+    @classmethod
+    def specials_needed(cls, options: Options) -> tuple[str, ...]:
+        """Special tokens these options need beyond `BASE_SPECIALS`: by default the class's
+        ``special_tokens``; a composite objective needs those of its components."""
+        return cls.special_tokens
+
+    def at(self, progress: float) -> "Objective":
+        """The objective in force once ``progress`` (a fraction) of the run's budget is
+        consumed, on the budget's own axis: itself, unless it is a schedule."""
+        return self
+
     @abstractmethod
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         """Training batch from clean blocks ``(B, T)`` of token ids (no specials added yet)."""
@@ -266,6 +300,12 @@ class Objective(ABC):
         counted as it runs alone without padding (`ObjectiveBatch.row`): the ``flops`` budget
         axis (checked against torch's FLOP counter, row by row, by the contract)."""
         return token_loss_flops(model, vocab_size, batch, self.vocab["[PAD]"])
+
+    def reading_batch(self, batch: ObjectiveBatch) -> ObjectiveBatch:
+        """The rows of a training batch whose context the reading rules follow (the contract
+        compares their attention with ``reading_attention``): all of them, unless the objective
+        is composite (its features component's rows)."""
+        return batch
 
     def positions_needed(self, n_tokens: int) -> int:
         """Position embeddings (largest position id + 1) that a row built from ``n_tokens`` clean

@@ -45,7 +45,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -58,7 +58,7 @@ from objbench.harness.config import ModelConfig, validate
 from objbench.harness.errors import ScoringNotApplicable
 from objbench.harness.model import Encoder
 from objbench.harness.registry import OBJECTIVES
-from objbench.objectives.base import (IGNORE, Objective, ObjectiveBatch, Predictions, Vocab,
+from objbench.objectives.base import (IGNORE, Objective, ObjectiveBatch, Options, Predictions, Vocab,
                                       attention_matrix, special_tokens)
 
 SEEDS, ROWS, BLOCK = 8, 64, 12  # leakage: 512 rows of 12 clean tokens (see the module docstring)
@@ -85,10 +85,11 @@ class _Failure(Exception):
 
 
 # -- what every check is built from -----------------------------------------------------------
-def contract_vocab(cls: type[Objective]) -> Vocab:
-    """A 40-token vocabulary: the base specials and the objective's, then ordinary tokens of
-    which a fixed 60% start a word (so whole-word masking has words of several tokens)."""
-    specials = special_tokens(cls.special_tokens)
+def contract_vocab(cls: type[Objective], options: Options) -> Vocab:
+    """A 40-token vocabulary: the base specials and those the objective needs with
+    ``options``, then ordinary tokens of which a fixed 60% start a word (so whole-word masking
+    has words of several tokens)."""
+    specials = special_tokens(cls.specials_needed(options))
     word_start = torch.rand(VOCAB_SIZE, generator=torch.Generator().manual_seed(0)) < 0.6
     word_start[: len(specials)] = True
     return Vocab(VOCAB_SIZE, {s: i for i, s in enumerate(specials)}, word_start)
@@ -97,8 +98,8 @@ def contract_vocab(cls: type[Objective]) -> Vocab:
 def build(name: str, options: dict | None = None) -> Objective:
     """The registered objective ``name`` with ``options`` (validated), on `contract_vocab`."""
     cls = OBJECTIVES.get(name)
-    return cls(validate(cls.Options, options or {}, where=f"options of objective {name!r}"),
-               contract_vocab(cls))
+    valid = validate(cls.Options, options or {}, where=f"options of objective {name!r}")
+    return cls(valid, contract_vocab(cls, valid))
 
 
 def tiny_config(objective: Objective) -> ModelConfig:
@@ -156,7 +157,8 @@ def measured_visibility(objective: Objective, blocks: torch.Tensor, seed: int, e
         batch = objective.make_batch(b.clone(), torch.Generator().manual_seed(seed))
         with torch.no_grad():
             found = objective.predictions(encoder, modules, batch.to(device))
-        return batch, [Predictions(p.kind, p.where.cpu(), p.values.cpu(), p.target_source.cpu()) for p in found]
+        return batch, [replace(p, where=p.where.cpu(), values=p.values.cpu(), target_source=p.target_source.cpu())
+                       for p in found]
 
     batch, ref = run(blocks)
     seen = [torch.zeros(len(p.values), blocks.shape[1], dtype=torch.bool) for p in ref]
@@ -198,7 +200,7 @@ def _leak_checks(objective: Objective) -> tuple[Check, Check]:
             own = torch.zeros_like(allowed)
             has_own = p.target_source >= 0
             own[has_own, p.target_source[has_own]] = True
-            if not objective.sees_own_target:
+            if not (objective.sees_own_target or p.sees_own_target):
                 allowed = allowed & ~own
             bad = m.seen[k] & ~allowed
             if leak is None and bad.any():
@@ -262,10 +264,16 @@ def _check_targets(batch: ObjectiveBatch, tokens: torch.Tensor, vocab_size: int,
 
 
 def _batch_equal(a: ObjectiveBatch, b: ObjectiveBatch) -> str | None:
-    """The first field in which two batches differ, or None."""
-    for f in fields(ObjectiveBatch):
+    """The first field in which two batches differ, or None (a composite's component batches
+    compared field by field too)."""
+    if type(a) is not type(b):
+        return "type"
+    for f in fields(a):
         x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys():
+        if f.name == "shares":
+            inner = [_batch_equal(s.batch, t.batch) for s, t in zip(x, y)]
+            same = len(x) == len(y) and all(d is None for d in inner)
+        elif isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys():
             same = all(torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k] for k in x)
         elif isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
             same = x.shape == y.shape and torch.equal(x, y)
@@ -466,6 +474,7 @@ def _sides(attn: torch.Tensor, source: torch.Tensor) -> set[int]:
 
 def _check_reading(objective: Objective) -> str:
     batch = objective.make_batch(random_blocks(objective, 8, BLOCK, seed=9), torch.Generator().manual_seed(9))
+    batch = objective.reading_batch(batch)
     trained = _sides(attention_matrix(batch.attn, batch.input_ids), batch.source_index)
     ids = torch.cat([torch.tensor([objective.vocab["[CLS]"]]), random_blocks(objective, 1, BLOCK, seed=10)[0]])[None]
     attn = attention_matrix(objective.reading_attention, ids)

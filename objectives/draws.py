@@ -19,23 +19,26 @@ import torch
 
 
 class RowGenerator(torch.Generator):
-    """A generator for a batch that also carries one generator per row (``rows[r]``), and each
-    row's place in the global batch (``places[r]`` of ``batch_size``)."""
+    """A generator for a batch that also carries one generator per row (``rows[r]``), each
+    row's place in the global batch (``places[r]`` of ``batch_size``) and, in training, a seed
+    shared by every row of the step (``step_seed``, see `shared`)."""
 
     rows: tuple[torch.Generator, ...]
     places: tuple[int, ...]
     batch_size: int
+    step_seed: int | None
 
     def __new__(cls, row_seeds: Sequence[int], seed: int, places: Sequence[int] | None = None,
-                batch_size: int | None = None) -> "RowGenerator":
+                batch_size: int | None = None, step_seed: int | None = None) -> "RowGenerator":
         self = super().__new__(cls)
         self.rows = tuple(torch.Generator().manual_seed(int(s)) for s in row_seeds)
         self.places = tuple(int(p) for p in places) if places is not None else tuple(range(len(self.rows)))
         self.batch_size = batch_size if batch_size is not None else len(self.rows)
+        self.step_seed = step_seed
         return self
 
     def __init__(self, row_seeds: Sequence[int], seed: int, places: Sequence[int] | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, step_seed: int | None = None) -> None:
         super().__init__()
         self.manual_seed(seed)  # for objectives that draw batch-wide
 
@@ -69,6 +72,26 @@ def strata(gen: torch.Generator, n_rows: int) -> tuple[torch.Tensor, int]:
         return torch.arange(n_rows), n_rows
     _check(gen, n_rows)
     return torch.tensor(gen.places), gen.batch_size
+
+
+def shared(gen: torch.Generator) -> torch.Generator | None:
+    """A fresh generator seeded by the step alone, the same in every micro-batch and process
+    (a mixture picks one component per step from it), or None outside training: under a plain
+    generator, or a `RowGenerator` made without a ``step_seed``."""
+    seed = getattr(gen, "step_seed", None)
+    return None if seed is None else torch.Generator().manual_seed(seed)
+
+
+def subset(gen: torch.Generator, rows: Sequence[int], places: Sequence[int], batch_size: int) -> torch.Generator:
+    """The generator for ``rows`` of a batch, which a component of a composite objective makes
+    alone: those rows' own generators, at ``places`` of its ``batch_size`` rows in the global
+    batch (for `strata`). A plain generator is returned as it is."""
+    if not isinstance(gen, RowGenerator):
+        return gen
+    out = RowGenerator([], seed=gen.rows[rows[0]].initial_seed(), places=places, batch_size=batch_size,
+                       step_seed=gen.step_seed)
+    out.rows = tuple(gen.rows[r] for r in rows)
+    return out
 
 
 def _check(gen: RowGenerator, n_rows: int) -> None:

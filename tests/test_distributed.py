@@ -23,13 +23,13 @@ from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.trainer import Trainer
 from tests.conftest import TINY
 
-pytestmark = pytest.mark.slow  # 10 single-process runs and a 2-process spawn: ~10 s
+pytestmark = pytest.mark.slow  # 11 single-process runs and a 2-process spawn: ~20 s
 
 WORLD = 2
 # one thread per rank (2 ranks on 2 cores); the single-process references use the same setting
 OVERRIDES = ["train.threads=1", "train.checkpoint_every=1"]
 STOP_AT = 2
-OBJECTIVES = ("clm", "mlm", "masked-ar")
+OBJECTIVES = ("clm", "mlm", "masked-ar", "mixture", "schedule")  # composites: their defaults
 # max |w_a - w_b| over every weight after 4 steps of 8 rows; see the docstring of
 # test_world_size_and_accumulation_do_not_change_the_model for where the number comes from
 WEIGHT_TOL = 2e-5
@@ -125,7 +125,7 @@ def test_world_size_and_accumulation_do_not_change_the_model(runs, objective):
     for ra, rb, rc in zip(a, b, c, strict=True):
         for key in ("tokens", "input_tokens", "targets", "flops"):
             assert ra[key] == rb[key] == rc[key], key  # the same rows and masks: equal counts
-        for key in ("loss", "val_loss"):
+        for key in ("loss", "val_loss", *(k for k in ra if k.startswith(("loss/", "val_loss/")))):
             if key in ra:
                 assert rb[key] == pytest.approx(ra[key], rel=1e-5), (key, ra["step"])
                 assert rc[key] == pytest.approx(ra[key], rel=1e-5), (key, ra["step"])
