@@ -294,3 +294,43 @@ class TrainedModel:
             pending.append((i, rows))
         self._add_scores(pending, totals)
         return totals, counts
+
+    @torch.no_grad()
+    def target_scores(self, sequences: Sequence[Sequence[int]], targets: Sequence[int],
+                      max_rows: int = 256, desc: str = "target scores") -> np.ndarray:
+        """The log-probability of one token per sequence, by the objective's own scoring rows.
+
+        ``sequences`` are token ids without specials (already cut: nothing here shortens them)
+        and ``targets[i]`` is the index of the scored token in ``sequences[i]``. Of the rows
+        `Objective.score_rows` builds for the sequence, only those predicting that token are
+        run, and only at it: the weighted log-probabilities of the targets whose
+        ``target_source`` is that index, summed. For an exact or pseudo score that is the
+        token's one term of the sentence score; for a bound, the token's share of the estimate.
+        """
+        if self.objective.score_kind == "none":
+            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no token scores")
+        totals = np.zeros(len(sequences), np.float64)
+        pending: list[tuple[int, ObjectiveBatch]] = []
+        for i, (ids, target) in enumerate(progress_bar(list(zip(sequences, targets)), desc=desc, leave=False)):
+            rows = self._rows_for(ids, target)
+            if rows is None:  # a bound's draws left the token unmasked: no share in the estimate
+                continue
+            if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
+                self._add_scores(pending, totals)
+                pending = []
+            pending.append((i, rows))
+        self._add_scores(pending, totals)
+        return totals
+
+    def _rows_for(self, ids: Sequence[int], target: int) -> ObjectiveBatch | None:
+        """The scoring rows of ``ids`` that predict token ``target``, every other target dropped
+        (None when no row does)."""
+        if not 0 <= target < len(ids):
+            raise ValueError(f"target index {target} outside a sequence of {len(ids)} tokens")
+        rows = self.objective.score_rows(torch.tensor(list(ids)))
+        hits = rows.target_source == target
+        pad = self.vocab["[PAD]"]
+        kept = [rows.row(b, pad) for b in torch.nonzero(hits.any(1), as_tuple=True)[0].tolist()]
+        for row in kept:
+            row.targets = torch.where(row.target_source == target, row.targets, IGNORE)
+        return collate(kept, pad) if kept else None

@@ -348,4 +348,4 @@ def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
 
 def with_cls(blocks: torch.Tensor, cls_id: int) -> torch.Tensor:
     """Prepend ``[CLS]`` to every row: every input the encoder sees starts with it."""
-    return torch.cat([torch.full_like(blocks[:, :1], cls_id), blocks], dim=1)
+    return torch.cat([blocks.new_full((blocks.shape[0], 1), cls_id), blocks], dim=1)  # rows may be empty
