@@ -47,7 +47,7 @@ _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019]))\s+(?=[\"
 class ContextOptions(ReadingOptions):
     corpus: str = Field("news", description="held-out sentences come from this corpus's validation split "
                                             "(any data.corpus source)")
-    n_targets: int = Field(200, ge=2, description="target tokens, one per sentence, the same for every arm "
+    n_targets: int = Field(500, ge=2, description="target tokens, one per sentence, the same for every arm "
                                                   "(a fixed random sample)")
     min_tokens: int = Field(8, ge=2, description="shortest sentence sampled (tokens)")
     k: list[Kept] = Field([0, 1, 2, 4, 8, 16, 32, ALL], description="tokens kept on each side of the target; "

@@ -4,6 +4,7 @@ and the sanity the task must show: a causal model ignores the right side, a bidi
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -89,3 +90,22 @@ def test_an_objective_without_scores_is_not_applicable(tiny_run):
     result = Context(ContextOptions(**SMALL)).run(TrainedModel(tiny_run("electra")), seed=0)
     assert [r["value"] for r in result.rows if r["metric"] == NOT_APPLICABLE] == [1.0]
     assert not result.items
+
+
+def test_the_report_draws_each_arms_grid_in_k_order():
+    from objbench.reports.figures import _context
+
+    k = ["0", "2", "16", "all"]
+    rows = [{"arm": arm, "task": "context", "metric": f"loss_l{left}_r{right}", "split": "test", "group": "",
+             "mean": 10 * a + i + j / 10, "ci_low": 0.0, "ci_high": 1.0}
+            for a, arm in enumerate(["mlm", "clm"]) for i, left in enumerate(k) for j, right in enumerate(k)]
+    rows.append({**rows[0], "metric": "usable_information"})
+    drawn = _context(pd.DataFrame(rows), {"mlm": "C0", "clm": "C1", "absent": "C2"})
+    heatmaps = [ax for ax in drawn.figure.axes if ax.collections and ax.get_xlabel().startswith("tokens kept right")]
+    assert len(heatmaps) == 2
+    for a, ax in enumerate(heatmaps):  # rows: tokens kept left, in numeric order, 'all' last
+        assert [t.get_text() for t in ax.get_yticklabels()] == k
+        expected = 10 * a + np.arange(4)[:, None] + np.arange(4)[None, :] / 10
+        np.testing.assert_allclose(np.asarray(ax.collections[0].get_array()).reshape(4, 4), expected)
+    assert {s["arm"] for s in drawn.series} == {"mlm", "clm"}
+    assert _context(pd.DataFrame(rows[-1:]), {"mlm": "C0"}) == "no context task results"
