@@ -266,9 +266,19 @@ class TrainedModel:
         row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
         np.add.at(totals, owner[row_of].numpy(), picked.numpy())
 
+    def scorer(self, variant: str | None = None) -> Objective:
+        """The objective whose score rows score sentences: the run's own, or the same objective
+        scoring by ``variant``, one of its ``score_variants`` (e.g. ``pll-word-l2r``)."""
+        if self.objective.score_kind == "none":
+            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no sentence score; "
+                                       f"zero-shot tasks record scoring_not_applicable for it")
+        return self.objective if variant is None else self.objective.scoring(variant)
+
     @torch.no_grad()
-    def score(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
-        """Each sentence's score (fp32) by the objective's rule, and its token count.
+    def score(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring",
+              variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each sentence's score (fp32) by the objective's rule (or its score ``variant``), and
+        its token count.
 
         The score is the log-probability, exact or not as ``objective.score_kind`` says (a
         pseudo-log-likelihood, or a weighted sum estimating a bound); an objective whose kind
@@ -276,9 +286,7 @@ class TrainedModel:
         masked copy per token for pseudo-log-likelihood) are packed into batches of up to
         ``max_rows``: never one forward pass per token.
         """
-        if self.objective.score_kind == "none":
-            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no sentence score; "
-                                       f"zero-shot tasks record scoring_not_applicable for it")
+        objective = self.scorer(variant)
         totals = np.zeros(len(sentences), np.float64)
         counts = np.zeros(len(sentences), np.int64)
         pending: list[tuple[int, ObjectiveBatch]] = []
@@ -286,7 +294,7 @@ class TrainedModel:
             ids = self.ids(s)
             if not ids:
                 raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
-            rows = self.objective.score_rows(torch.tensor(ids))
+            rows = objective.score_rows(torch.tensor(ids))
             counts[i] = len(ids)
             if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
                 self._add_scores(pending, totals)
@@ -297,7 +305,7 @@ class TrainedModel:
 
     @torch.no_grad()
     def target_scores(self, sequences: Sequence[Sequence[int]], targets: Sequence[int],
-                      max_rows: int = 256, desc: str = "target scores") -> np.ndarray:
+                      max_rows: int = 256, desc: str = "target scores", variant: str | None = None) -> np.ndarray:
         """The log-probability of one token per sequence, by the objective's own scoring rows.
 
         ``sequences`` are token ids without specials (already cut: nothing here shortens them)
@@ -306,13 +314,13 @@ class TrainedModel:
         run, and only at it: the weighted log-probabilities of the targets whose
         ``target_source`` is that index, summed. For an exact or pseudo score that is the
         token's one term of the sentence score; for a bound, the token's share of the estimate.
+        ``variant`` is one of the objective's score variants, as in `score`.
         """
-        if self.objective.score_kind == "none":
-            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no token scores")
+        objective = self.scorer(variant)
         totals = np.zeros(len(sequences), np.float64)
         pending: list[tuple[int, ObjectiveBatch]] = []
         for i, (ids, target) in enumerate(progress_bar(list(zip(sequences, targets)), desc=desc, leave=False)):
-            rows = self._rows_for(ids, target)
+            rows = self._rows_for(objective, ids, target)
             if rows is None:  # a bound's draws left the token unmasked: no share in the estimate
                 continue
             if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
@@ -322,12 +330,12 @@ class TrainedModel:
         self._add_scores(pending, totals)
         return totals
 
-    def _rows_for(self, ids: Sequence[int], target: int) -> ObjectiveBatch | None:
+    def _rows_for(self, objective: Objective, ids: Sequence[int], target: int) -> ObjectiveBatch | None:
         """The scoring rows of ``ids`` that predict token ``target``, every other target dropped
         (None when no row does)."""
         if not 0 <= target < len(ids):
             raise ValueError(f"target index {target} outside a sequence of {len(ids)} tokens")
-        rows = self.objective.score_rows(torch.tensor(list(ids)))
+        rows = objective.score_rows(torch.tensor(list(ids)))
         hits = rows.target_source == target
         pad = self.vocab["[PAD]"]
         kept = [rows.row(b, pad) for b in torch.nonzero(hits.any(1), as_tuple=True)[0].tolist()]

@@ -212,6 +212,9 @@ class Objective(ABC):
     pooling: Pooling = "cls"
     score_kind: ScoreKind = "exact"
     score_method: str = ""  # one line: how ``score_rows`` scores a sentence
+    #: other sentence scores this objective offers besides its options' own (`scoring`), such as
+    #: a pseudo-log-likelihood's ``pll-word-l2r``; zero-shot tasks can report each beside it
+    score_variants: tuple[str, ...] = ()
 
     def __init__(self, options: Options, vocab: Vocab) -> None:
         self.options = options
@@ -234,6 +237,17 @@ class Objective(ABC):
         """
         raise ScoringNotApplicable(f"objective {type(self).__name__} has no sentence score "
                                    f"(score_kind {self.score_kind!r})")
+
+    def scoring(self, variant: str) -> "Objective":
+        """This objective scoring sentences by ``variant``, one of `score_variants` (its reading
+        for score rows only: training is unchanged). Override with `score_variants`."""
+        self._check_variant(variant)
+        raise NotImplementedError(f"{type(self).__name__} declares score variants but no scoring()")
+
+    def _check_variant(self, variant: str) -> None:
+        if variant not in self.score_variants:
+            raise ScoringNotApplicable(f"objective {type(self).__name__} has no score variant {variant!r} "
+                                       f"(it offers: {', '.join(self.score_variants) or 'none'})")
 
     # -- the loss (defaults: the token cross-entropy, no modules of its own) -------------
     def build_modules(self, model: ModelConfig, vocab_size: int) -> dict[str, nn.Module]:

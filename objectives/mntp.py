@@ -33,7 +33,10 @@ class MaskedNextTokenPrediction(MaskedLM):
     description = "masked next-token prediction (LLM2Vec): mlm's masking, token k predicted at the position before it"
     pooling = "mean"
     score_kind = "pseudo"
-    score_method = "pseudo-log-likelihood: each token masked in turn, predicted from the position before it"
+
+    @property
+    def score_method(self) -> str:  # type: ignore[override]
+        return f"{super().score_method}, each predicted from the position before it"
 
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         return shift_targets(super().make_batch(blocks, gen))
