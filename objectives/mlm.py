@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
-from objbench.objectives.masking import select_units, unit_ids
+from objbench.objectives.masking import later_in_word, select_units, unit_ids
 
 
 class MLMOptions(Options):
@@ -95,7 +95,8 @@ class MaskedLM(Objective):
         diag = torch.eye(n, dtype=torch.bool)
         idx = torch.arange(n).expand(n, n)
         minus = torch.full((n, 1), -1)
-        hidden = diag | self._word_rest(tokens) if self.options.score == "pll-word-l2r" else diag
+        hidden = diag | later_in_word(tokens, self.vocab.word_start) if self.options.score == "pll-word-l2r" \
+            else diag
         return ObjectiveBatch(
             input_ids=with_cls(torch.where(hidden, self.vocab["[MASK]"], rows), self.vocab["[CLS]"]),
             targets=torch.cat([torch.full((n, 1), IGNORE), torch.where(diag, rows, IGNORE)], 1),
@@ -103,10 +104,3 @@ class MaskedLM(Objective):
             source_index=torch.cat([minus, torch.where(hidden, -1, idx)], 1),
             target_source=torch.cat([minus, torch.where(diag, idx, -1)], 1),
         )
-
-    def _word_rest(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Bool ``(n, n)``: row i marks the sub-tokens after token i in i's word (a word starts at
-        a token the tokenizer marks as word-initial; a leading continuation opens one too)."""
-        word = self.vocab.word_start[tokens].long().cumsum(0)
-        idx = torch.arange(len(tokens))
-        return (word[:, None] == word[None, :]) & (idx[None, :] > idx[:, None])

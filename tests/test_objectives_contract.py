@@ -17,7 +17,8 @@ SETTINGS = {
     "mlm": [{"unit": "word", "mask_rate": 0.3}, {"unit": "span", "p_mask": 1.0, "p_random": 0.0, "p_keep": 0.0},
             {"score": "pll-word-l2r"}],
     "mntp": [{"score": "pll-word-l2r"}],
-    "masked-ar": [{"r": 1.0, "order": "left-to-right"}, {"r": 0.5, "suffix": True}, {"r": 0.15, "score": "joint"}],
+    "masked-ar": [{"r": 1.0, "order": "left-to-right"}, {"r": 0.5, "suffix": True}, {"r": 0.15, "score": "joint"},
+                  {"score": "pll-word-l2r"}],
 }
 
 

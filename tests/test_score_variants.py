@@ -45,6 +45,21 @@ def test_word_l2r_masks_the_rest_of_the_word_and_differs_only_on_multi_token_wor
     np.testing.assert_allclose(l2r[1], pll[1], rtol=1e-6)  # one token per word: the same score
 
 
+@pytest.mark.parametrize("objective", ["mntp", "masked-ar"])
+def test_every_pseudo_log_likelihood_has_the_word_variant(tiny_run, objective):
+    model = TrainedModel(tiny_run(objective))
+    assert model.objective.score_kind == "pseudo" and "pll-word-l2r" in model.objective.score_variants
+    single = " ".join(w for w in "the company said it expects higher sales".split() if len(model.tokens(w)) == 1)
+    sentences = [f"the {LONG_WORD} bank said", single]
+    pll, _ = model.score(sentences)
+    l2r, _ = model.score(sentences, variant="pll-word-l2r")
+    assert abs(l2r[0] - pll[0]) > 1e-3
+    np.testing.assert_allclose(l2r[1], pll[1], rtol=1e-6)
+    word = model.objective.scoring("pll-word-l2r")
+    assert "word" in word.score_method and "word" not in model.objective.score_method  # stated
+    assert len(word.score_variants) == 1  # and the way back to the plain score
+
+
 def test_an_objective_without_the_variant_refuses_it(tiny_run):
     model = TrainedModel(tiny_run("clm"))
     assert model.objective.score_variants == ()
