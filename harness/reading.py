@@ -250,7 +250,9 @@ class TrainedModel:
     # -- scores ---------------------------------------------------------------------------
     def _add_scores(self, pending: list[tuple[int, ObjectiveBatch]], totals: np.ndarray) -> None:
         """Add each sentence's weighted target log-probabilities to ``totals``, one forward pass
-        over the scoring rows of all ``(sentence index, rows)`` in ``pending``."""
+        over the scoring rows of all ``(sentence index, rows)`` in ``pending``: per sentence
+        when ``totals`` is ``(sentences,)``, per token (the clean index each target predicts)
+        when it is ``(sentences, tokens)``."""
         if not pending:
             return
         batch = collate([r for _, r in pending], self.vocab["[PAD]"])
@@ -264,7 +266,10 @@ class TrainedModel:
         if batch.weights is not None:
             picked = picked * batch.weights[keep.cpu()].double()
         row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
-        np.add.at(totals, owner[row_of].numpy(), picked.numpy())
+        where = owner[row_of].numpy()
+        if totals.ndim == 2:
+            where = (where, batch.target_source[keep.cpu()].numpy())
+        np.add.at(totals, where, picked.numpy())
 
     def scorer(self, variant: str | None = None) -> Objective:
         """The objective whose score rows score sentences: the run's own, or the same objective
@@ -286,8 +291,24 @@ class TrainedModel:
         masked copy per token for pseudo-log-likelihood) are packed into batches of up to
         ``max_rows``: never one forward pass per token.
         """
-        objective = self.scorer(variant)
         totals = np.zeros(len(sentences), np.float64)
+        counts = self._score_into(totals, sentences, max_rows, desc, variant)
+        return totals, counts
+
+    @torch.no_grad()
+    def token_scores(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring",
+                     variant: str | None = None) -> list[np.ndarray]:
+        """Each sentence's per-token log-probabilities, in the order of its tokens as read
+        (`ids`), by the same rows as `score`: they sum to the sentence's score. A bound's token
+        holds its share of the estimate."""
+        totals = np.zeros((len(sentences), self.max_tokens), np.float64)
+        counts = self._score_into(totals, sentences, max_rows, desc, variant)
+        return [row[:n] for row, n in zip(totals, counts)]
+
+    def _score_into(self, totals: np.ndarray, sentences: list[str], max_rows: int, desc: str,
+                    variant: str | None) -> np.ndarray:
+        """Score every sentence into ``totals`` (see `_add_scores`); each one's token count."""
+        objective = self.scorer(variant)
         counts = np.zeros(len(sentences), np.int64)
         pending: list[tuple[int, ObjectiveBatch]] = []
         for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
@@ -301,7 +322,7 @@ class TrainedModel:
                 pending = []
             pending.append((i, rows))
         self._add_scores(pending, totals)
-        return totals, counts
+        return counts
 
     @torch.no_grad()
     def target_scores(self, sequences: Sequence[Sequence[int]], targets: Sequence[int],
