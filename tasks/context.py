@@ -47,7 +47,7 @@ _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019]))\s+(?=[\"
 class ContextOptions(ReadingOptions):
     corpus: str = Field("news", description="held-out sentences come from this corpus's validation split "
                                             "(any data.corpus source)")
-    n_targets: int = Field(500, ge=2, description="target tokens, one per sentence, the same for every arm "
+    n_targets: int = Field(1000, ge=2, description="target tokens, one per sentence, the same for every arm "
                                                   "(a fixed random sample)")
     min_tokens: int = Field(8, ge=2, description="shortest sentence sampled (tokens)")
     k: list[Kept] = Field([0, 1, 2, 4, 8, 16, 32, ALL], description="tokens kept on each side of the target; "
@@ -127,8 +127,13 @@ class Scorer:
         return self.index.setdefault((tuple(ids), target), len(self.index))
 
     def losses(self, model: TrainedModel, max_rows: int) -> np.ndarray:
+        """Every pair's loss, in the order added; scored shortest first, so batches pad little."""
         keys = list(self.index)
-        return -model.target_scores([list(s) for s, _ in keys], [t for _, t in keys], max_rows, desc="context")
+        order = np.argsort([len(s) for s, _ in keys], kind="stable")
+        losses = np.empty(len(keys))
+        losses[order] = -model.target_scores([list(keys[i][0]) for i in order], [keys[i][1] for i in order],
+                                             max_rows, desc="context")
+        return losses
 
 
 class Context(Task):
