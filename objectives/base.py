@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,9 @@ from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder, query_rows
 from objbench.objectives import draws
+
+if TYPE_CHECKING:
+    from objbench.objectives.sampling import Sampling
 
 IGNORE = -100
 BASE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
@@ -215,6 +218,8 @@ class Objective(ABC):
     #: other sentence scores this objective offers besides its options' own (`scoring`), such as
     #: a pseudo-log-likelihood's ``pll-word-l2r``; zero-shot tasks can report each beside it
     score_variants: tuple[str, ...] = ()
+    #: one line: how `sample` continues a text ("" = it cannot: generation is not applicable)
+    sampler: str = ""
 
     def __init__(self, options: Options, vocab: Vocab) -> None:
         self.options = options
@@ -248,6 +253,13 @@ class Objective(ABC):
         if variant not in self.score_variants:
             raise ScoringNotApplicable(f"objective {type(self).__name__} has no score variant {variant!r} "
                                        f"(it offers: {', '.join(self.score_variants) or 'none'})")
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: "Sampling",
+               gen: torch.Generator) -> torch.Tensor:
+        """Continuations ``(B, length)`` of ``prompts`` ``(B, N)`` (token ids, no specials),
+        drawn as ``how`` says (`objbench.objectives.sampling`) from ``gen`` alone. Objectives
+        that can generate declare ``sampler`` and override this."""
+        raise NotImplementedError(f"objective {type(self).__name__} declares no sampler")
 
     # -- the loss (defaults: the token cross-entropy, no modules of its own) -------------
     def build_modules(self, model: ModelConfig, vocab_size: int) -> dict[str, nn.Module]:

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from objbench.objectives import draws
+from objbench.harness.model import Encoder
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options
 from objbench.objectives.masking import later_in_word, select_units, unit_ids
+from objbench.objectives.sampling import Sampling, draw
 
 
 class MaskedAROptions(Options):
@@ -44,6 +46,7 @@ class MaskedAutoregression(Objective):
     description = "masking as autoregression: mask a fraction r, predict the spans autoregressively"
     Options = MaskedAROptions
     special_tokens = ("[S]", "[E]")
+    sampler = "suffix infilling: the continuation is one masked span, infilled left to right"
 
     @property
     def reading_attention(self) -> str:  # type: ignore[override]
@@ -115,6 +118,18 @@ class MaskedAutoregression(Objective):
         rows.targets = torch.where(own, rows.targets, IGNORE)
         rows.target_source = torch.where(own, rows.target_source, -1)
         return rows
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        B, N = prompts.shape
+        seq = torch.cat([prompts, torch.full((B, length), self.vocab["[PAD]"])], 1)  # the span, filled as drawn
+        span = (torch.arange(N + length) >= N).expand(B, -1)
+        for j in range(length):  # part B is causal: the placeholders after token j never reach it
+            rows = self._infill(seq, span, None, predict_end=False)
+            hidden = encoder(rows.input_ids, rows.attn, rows.position_ids, rows.segment_ids)
+            at = rows.target_source == N + j  # the part-B position that predicts token j: one per row
+            seq[:, N + j], _ = draw(encoder.logits(hidden[at]), how, gen, self.vocab)
+        return seq[:, N:]
 
     def _infill(self, tok: torch.Tensor, m: torch.Tensor, gen: torch.Generator | None,
                 predict_end: bool) -> ObjectiveBatch:

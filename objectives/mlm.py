@@ -9,7 +9,9 @@ from pydantic import Field, model_validator
 
 from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
+from objbench.harness.model import Encoder
 from objbench.objectives.masking import later_in_word, select_units, unit_ids
+from objbench.objectives.sampling import Sampling, iterative_fill
 
 
 class MLMOptions(Options):
@@ -37,6 +39,7 @@ class MaskedLM(Objective):
     reading_attention = "bidirectional"
     pooling = "cls"
     score_kind = "pseudo"
+    sampler = "mask-predict: all continuation tokens masked, predicted, the least confident masked again, for `steps` steps"
 
     @property
     def score_method(self) -> str:  # type: ignore[override]
@@ -104,3 +107,7 @@ class MaskedLM(Objective):
             source_index=torch.cat([minus, torch.where(hidden, -1, idx)], 1),
             target_source=torch.cat([minus, torch.where(diag, idx, -1)], 1),
         )
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        return iterative_fill(encoder, prompts, length, how, gen, self.vocab, remask=True)
