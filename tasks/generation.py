@@ -35,9 +35,8 @@ from objbench.harness.errors import ConfigError, DataError
 from objbench.harness.reading import TrainedModel
 from objbench.objectives.sampling import Sampling
 from objbench.tasks.admission import Admission
-from objbench.tasks.base import SAMPLING_NOT_APPLICABLE, ReadingOptions, Task, TaskResult
+from objbench.tasks.base import SAMPLES_FILE, SAMPLING_NOT_APPLICABLE, ReadingOptions, Task, TaskResult
 
-SAMPLES_FILE = "generation_samples.jsonl"
 TRUTH = "true-continuation"
 
 
