@@ -320,6 +320,9 @@ def _phenomena(summary: pd.DataFrame) -> Drawn | str:
     for ax, (task, metric) in zip(axes, panels):
         part, panel = rows[(rows["task"] == task) & (rows["base"] == metric)], f"{task}: {metric}"
         models, bases = part[part["baseline"].isna()], part[part["baseline"].notna()]
+        # a score variant (pooling, e.g. pll-word-l2r) is its own row, never averaged into the arm's
+        models = models.assign(arm=models["arm"].where(models["pooling"] == "",
+                                                       models["arm"] + " (" + models["pooling"] + ")"))
         grid = pd.concat([
             models.pivot_table(index="arm", columns="group", values="mean"),
             bases.pivot_table(index="baseline", columns="group", values="mean", aggfunc="mean")

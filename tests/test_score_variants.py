@@ -79,3 +79,17 @@ def test_zero_shot_rows_report_both_scores_with_the_variant_as_the_reading(tiny_
     expected = (l2r[:3] > l2r[3:]).astype(float)
     got = [i["value"] for i in result.items if i["metric"] == "acc_sum" and i["pooling"] == "pll-word-l2r"]
     assert got == expected.tolist()
+
+
+def test_the_phenomena_figure_keeps_a_variant_apart_from_the_arms_own_score():
+    import pandas as pd
+
+    from objbench.reports.figures import _phenomena
+
+    rows = [{"arm": "mlm", "task": "agreement", "metric": "acc_sum", "split": "test", "group": g,
+             "pooling": pooling, "mean": value}
+            for g in ("have", "do") for pooling, value in (("", 0.25), ("pll-word-l2r", 0.75))]
+    drawn = _phenomena(pd.DataFrame(rows))
+    ax = drawn.figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mlm", "mlm (pll-word-l2r)"]
+    assert np.asarray(ax.collections[0].get_array()).ravel().tolist() == [0.25, 0.25, 0.75, 0.75]  # never averaged
