@@ -50,7 +50,8 @@ class MaskedDiffusionLM(Objective):
     reading_attention = "bidirectional"
     pooling = "cls"
     score_kind = "bound"
-    sampler = "iterative unmasking: all continuation tokens masked, an equal share revealed at random per step"
+    sampler = ("iterative unmasking: all continuation tokens masked, an equal share revealed at random "
+               "per step")
 
     @property
     def score_method(self) -> str:  # type: ignore[override]

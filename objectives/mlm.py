@@ -39,7 +39,8 @@ class MaskedLM(Objective):
     reading_attention = "bidirectional"
     pooling = "cls"
     score_kind = "pseudo"
-    sampler = "mask-predict: all continuation tokens masked, predicted, the least confident masked again, for `steps` steps"
+    sampler = ("mask-predict: all continuation tokens masked and predicted, the least confident masked "
+               "again, for `steps` steps")
 
     @property
     def score_method(self) -> str:  # type: ignore[override]

@@ -24,7 +24,8 @@ def test_token_log_probs_are_the_next_token_log_probs_and_words_sum_them(tiny_ru
         ids = model.ids(s.text)
         x = torch.tensor([[model.vocab["[CLS]"], *ids]])
         with torch.no_grad():
-            logp = torch.log_softmax(model.model.logits(model.model(x, "causal", None, torch.zeros_like(x))).double(), -1)
+            hidden = model.model(x, "causal", None, torch.zeros_like(x))
+            logp = torch.log_softmax(model.model.logits(hidden).double(), -1)
         np.testing.assert_allclose(s.token_logprobs, [float(logp[0, i, t]) for i, t in enumerate(ids)], atol=1e-4)
         assert s.total == pytest.approx(total, abs=1e-4) and sum(s.word_logprobs) == pytest.approx(s.total)
         assert s.words == s.text.split()  # whitespace words, punctuation kept with its word
