@@ -11,7 +11,7 @@ side: `objbench.tasks.admission.Admission` sees every input once before it is re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -310,19 +310,27 @@ class TrainedModel:
         """Score every sentence into ``totals`` (see `_add_scores`); each one's token count."""
         objective = self.scorer(variant)
         counts = np.zeros(len(sentences), np.int64)
+
+        def rows() -> Iterator[tuple[int, ObjectiveBatch]]:
+            for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
+                ids = self.ids(s)
+                if not ids:
+                    raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
+                counts[i] = len(ids)
+                yield i, objective.score_rows(torch.tensor(ids))
+        self._packed(rows(), totals, max_rows)
+        return counts
+
+    def _packed(self, rows: Iterable[tuple[int, ObjectiveBatch]], totals: np.ndarray, max_rows: int) -> None:
+        """Score ``(index, rows)`` into ``totals``, up to ``max_rows`` rows per forward pass: the
+        rows of many sentences share one pass, never one pass per token."""
         pending: list[tuple[int, ObjectiveBatch]] = []
-        for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
-            ids = self.ids(s)
-            if not ids:
-                raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
-            rows = objective.score_rows(torch.tensor(ids))
-            counts[i] = len(ids)
-            if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
+        for i, batch in rows:
+            if sum(r.input_ids.shape[0] for _, r in pending) + batch.input_ids.shape[0] > max_rows:
                 self._add_scores(pending, totals)
                 pending = []
-            pending.append((i, rows))
+            pending.append((i, batch))
         self._add_scores(pending, totals)
-        return counts
 
     @torch.no_grad()
     def target_scores(self, sequences: Sequence[Sequence[int]], targets: Sequence[int],
@@ -339,16 +347,10 @@ class TrainedModel:
         """
         objective = self.scorer(variant)
         totals = np.zeros(len(sequences), np.float64)
-        pending: list[tuple[int, ObjectiveBatch]] = []
-        for i, (ids, target) in enumerate(progress_bar(list(zip(sequences, targets)), desc=desc, leave=False)):
-            rows = self._rows_for(objective, ids, target)
-            if rows is None:  # a bound's draws left the token unmasked: no share in the estimate
-                continue
-            if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
-                self._add_scores(pending, totals)
-                pending = []
-            pending.append((i, rows))
-        self._add_scores(pending, totals)
+        pairs = progress_bar(list(zip(sequences, targets)), desc=desc, leave=False)
+        rows = ((i, self._rows_for(objective, ids, target)) for i, (ids, target) in enumerate(pairs))
+        # None: a bound's draws left the token unmasked, so it has no share in the estimate
+        self._packed(((i, r) for i, r in rows if r is not None), totals, max_rows)
         return totals
 
     def _rows_for(self, objective: Objective, ids: Sequence[int], target: int) -> ObjectiveBatch | None:
