@@ -58,6 +58,26 @@ def _check_objective(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _score(args: argparse.Namespace) -> None:
+    import torch
+
+    from objbench.harness.reading import TrainedModel
+    from objbench.harness.surprisal import (format_table, read_sentences, score_sentences, scoring_statement,
+                                            write_jsonl)
+
+    sentences = read_sentences(args.text, Path(args.file) if args.file else None)  # before loading the run
+    model = TrainedModel(Path(args.run_dir))
+    if model.cfg.train.threads:  # the run's CPU thread setting applies to reading it too
+        torch.set_num_threads(model.cfg.train.threads)
+    statement = scoring_statement(model, args.variant)
+    scored = score_sentences(model, sentences, args.variant)
+    if args.out:
+        write_jsonl(scored, Path(args.out), statement)
+        print(f"{len(scored)} sentences -> {args.out} ({statement})")
+    else:
+        print(f"{statement}\n\n{format_table(scored)}")
+
+
 def _study(args: argparse.Namespace) -> None:
     from objbench.harness.study import load_study, run_study
 
@@ -113,6 +133,15 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--task", action="append", required=True, help="task name (repeatable)")
     pr.add_argument("--set", action="append", default=[], metavar="TASK.KEY=VALUE")
 
+    sc = sub.add_parser("score", help="per-token and per-word log-probabilities of sentences under a run's "
+                                      "own scoring")
+    sc.add_argument("run_dir")
+    source = sc.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a sentence (repeatable)")
+    source.add_argument("--file", help="a UTF-8 text file, one sentence per line (blank lines skipped)")
+    sc.add_argument("--variant", help="one of the objective's score variants (e.g. pll-word-l2r)")
+    sc.add_argument("--out", help="write JSON Lines here (one object per sentence) instead of printing")
+
     s = sub.add_parser("study", help="run or validate a study file")
     s.add_argument("action", choices=["run", "validate"])
     s.add_argument("study")
@@ -143,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command in ("objectives", "tasks"):
             _list(args.command.upper())
         else:
-            {"train": _train, "probe": _probe, "study": _study, "report": _report,
+            {"train": _train, "probe": _probe, "score": _score, "study": _study, "report": _report,
              "export": _export, "check-objective": _check_objective}[args.command](args)
     except ObjbenchError as exc:
         if args.debug:

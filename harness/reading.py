@@ -11,7 +11,7 @@ side: `objbench.tasks.admission.Admission` sees every input once before it is re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -250,7 +250,9 @@ class TrainedModel:
     # -- scores ---------------------------------------------------------------------------
     def _add_scores(self, pending: list[tuple[int, ObjectiveBatch]], totals: np.ndarray) -> None:
         """Add each sentence's weighted target log-probabilities to ``totals``, one forward pass
-        over the scoring rows of all ``(sentence index, rows)`` in ``pending``."""
+        over the scoring rows of all ``(sentence index, rows)`` in ``pending``: per sentence
+        when ``totals`` is ``(sentences,)``, per token (the clean index each target predicts)
+        when it is ``(sentences, tokens)``."""
         if not pending:
             return
         batch = collate([r for _, r in pending], self.vocab["[PAD]"])
@@ -264,11 +266,24 @@ class TrainedModel:
         if batch.weights is not None:
             picked = picked * batch.weights[keep.cpu()].double()
         row_of = torch.nonzero(keep.cpu(), as_tuple=True)[0]
-        np.add.at(totals, owner[row_of].numpy(), picked.numpy())
+        where = owner[row_of].numpy()
+        if totals.ndim == 2:
+            where = (where, batch.target_source[keep.cpu()].numpy())
+        np.add.at(totals, where, picked.numpy())
+
+    def scorer(self, variant: str | None = None) -> Objective:
+        """The objective whose score rows score sentences: the run's own, or the same objective
+        scoring by ``variant``, one of its ``score_variants`` (e.g. ``pll-word-l2r``)."""
+        if self.objective.score_kind == "none":
+            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no sentence score; "
+                                       f"zero-shot tasks record scoring_not_applicable for it")
+        return self.objective if variant is None else self.objective.scoring(variant)
 
     @torch.no_grad()
-    def score(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring") -> tuple[np.ndarray, np.ndarray]:
-        """Each sentence's score (fp32) by the objective's rule, and its token count.
+    def score(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring",
+              variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each sentence's score (fp32) by the objective's rule (or its score ``variant``), and
+        its token count.
 
         The score is the log-probability, exact or not as ``objective.score_kind`` says (a
         pseudo-log-likelihood, or a weighted sum estimating a bound); an objective whose kind
@@ -276,21 +291,77 @@ class TrainedModel:
         masked copy per token for pseudo-log-likelihood) are packed into batches of up to
         ``max_rows``: never one forward pass per token.
         """
-        if self.objective.score_kind == "none":
-            raise ScoringNotApplicable(f"objective {self.cfg.objective!r} has no sentence score; "
-                                       f"zero-shot tasks record scoring_not_applicable for it")
         totals = np.zeros(len(sentences), np.float64)
+        counts = self._score_into(totals, sentences, max_rows, desc, variant)
+        return totals, counts
+
+    @torch.no_grad()
+    def token_scores(self, sentences: list[str], max_rows: int = 256, desc: str = "scoring",
+                     variant: str | None = None) -> list[np.ndarray]:
+        """Each sentence's per-token log-probabilities, in the order of its tokens as read
+        (`ids`), by the same rows as `score`: they sum to the sentence's score. A bound's token
+        holds its share of the estimate."""
+        totals = np.zeros((len(sentences), self.max_tokens), np.float64)
+        counts = self._score_into(totals, sentences, max_rows, desc, variant)
+        return [row[:n] for row, n in zip(totals, counts)]
+
+    def _score_into(self, totals: np.ndarray, sentences: list[str], max_rows: int, desc: str,
+                    variant: str | None) -> np.ndarray:
+        """Score every sentence into ``totals`` (see `_add_scores`); each one's token count."""
+        objective = self.scorer(variant)
         counts = np.zeros(len(sentences), np.int64)
+
+        def rows() -> Iterator[tuple[int, ObjectiveBatch]]:
+            for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
+                ids = self.ids(s)
+                if not ids:
+                    raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
+                counts[i] = len(ids)
+                yield i, objective.score_rows(torch.tensor(ids))
+        self._packed(rows(), totals, max_rows)
+        return counts
+
+    def _packed(self, rows: Iterable[tuple[int, ObjectiveBatch]], totals: np.ndarray, max_rows: int) -> None:
+        """Score ``(index, rows)`` into ``totals``, up to ``max_rows`` rows per forward pass: the
+        rows of many sentences share one pass, never one pass per token."""
         pending: list[tuple[int, ObjectiveBatch]] = []
-        for i, s in enumerate(progress_bar(sentences, desc=desc, leave=False)):
-            ids = self.ids(s)
-            if not ids:
-                raise EmptyInputError(f"sentence {i} has no tokens after tokenisation: {s!r}")
-            rows = self.objective.score_rows(torch.tensor(ids))
-            counts[i] = len(ids)
-            if sum(r.input_ids.shape[0] for _, r in pending) + rows.input_ids.shape[0] > max_rows:
+        for i, batch in rows:
+            if sum(r.input_ids.shape[0] for _, r in pending) + batch.input_ids.shape[0] > max_rows:
                 self._add_scores(pending, totals)
                 pending = []
-            pending.append((i, rows))
+            pending.append((i, batch))
         self._add_scores(pending, totals)
-        return totals, counts
+
+    @torch.no_grad()
+    def target_scores(self, sequences: Sequence[Sequence[int]], targets: Sequence[int],
+                      max_rows: int = 256, desc: str = "target scores", variant: str | None = None) -> np.ndarray:
+        """The log-probability of one token per sequence, by the objective's own scoring rows.
+
+        ``sequences`` are token ids without specials (already cut: nothing here shortens them)
+        and ``targets[i]`` is the index of the scored token in ``sequences[i]``. Of the rows
+        `Objective.score_rows` builds for the sequence, only those predicting that token are
+        run, and only at it: the weighted log-probabilities of the targets whose
+        ``target_source`` is that index, summed. For an exact or pseudo score that is the
+        token's one term of the sentence score; for a bound, the token's share of the estimate.
+        ``variant`` is one of the objective's score variants, as in `score`.
+        """
+        objective = self.scorer(variant)
+        totals = np.zeros(len(sequences), np.float64)
+        pairs = progress_bar(list(zip(sequences, targets)), desc=desc, leave=False)
+        rows = ((i, self._rows_for(objective, ids, target)) for i, (ids, target) in enumerate(pairs))
+        # None: a bound's draws left the token unmasked, so it has no share in the estimate
+        self._packed(((i, r) for i, r in rows if r is not None), totals, max_rows)
+        return totals
+
+    def _rows_for(self, objective: Objective, ids: Sequence[int], target: int) -> ObjectiveBatch | None:
+        """The scoring rows of ``ids`` that predict token ``target``, every other target dropped
+        (None when no row does)."""
+        if not 0 <= target < len(ids):
+            raise ValueError(f"target index {target} outside a sequence of {len(ids)} tokens")
+        rows = objective.score_rows(torch.tensor(list(ids)))
+        hits = rows.target_source == target
+        pad = self.vocab["[PAD]"]
+        kept = [rows.row(b, pad) for b in torch.nonzero(hits.any(1), as_tuple=True)[0].tolist()]
+        for row in kept:
+            row.targets = torch.where(row.target_source == target, row.targets, IGNORE)
+        return collate(kept, pad) if kept else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,9 @@ from objbench.harness.flops import train_flops
 from objbench.harness.lm_loss import linear_cross_entropy
 from objbench.harness.model import Encoder, query_rows
 from objbench.objectives import draws
+
+if TYPE_CHECKING:
+    from objbench.objectives.sampling import Sampling
 
 IGNORE = -100
 BASE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
@@ -235,6 +238,11 @@ class Objective(ABC):
     pooling: Pooling = "cls"
     score_kind: ScoreKind = "exact"
     score_method: str = ""  # one line: how ``score_rows`` scores a sentence
+    #: other sentence scores this objective offers besides its options' own (`scoring`), such as
+    #: a pseudo-log-likelihood's ``pll-word-l2r``; zero-shot tasks can report each beside it
+    score_variants: tuple[str, ...] = ()
+    #: one line: how `sample` continues a text ("" = it cannot: generation is not applicable)
+    sampler: str = ""
 
     def __init__(self, options: Options, vocab: Vocab) -> None:
         self.options = options
@@ -268,6 +276,24 @@ class Objective(ABC):
         """
         raise ScoringNotApplicable(f"objective {type(self).__name__} has no sentence score "
                                    f"(score_kind {self.score_kind!r})")
+
+    def scoring(self, variant: str) -> "Objective":
+        """This objective scoring sentences by ``variant``, one of `score_variants` (its reading
+        for score rows only: training is unchanged). Override with `score_variants`."""
+        self._check_variant(variant)
+        raise NotImplementedError(f"{type(self).__name__} declares score variants but no scoring()")
+
+    def _check_variant(self, variant: str) -> None:
+        if variant not in self.score_variants:
+            raise ScoringNotApplicable(f"objective {type(self).__name__} has no score variant {variant!r} "
+                                       f"(it offers: {', '.join(self.score_variants) or 'none'})")
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: "Sampling",
+               gen: torch.Generator) -> torch.Tensor:
+        """Continuations ``(B, length)`` of ``prompts`` ``(B, N)`` (token ids, no specials),
+        drawn as ``how`` says (`objbench.objectives.sampling`) from ``gen`` alone. Objectives
+        that can generate declare ``sampler`` and override this."""
+        raise NotImplementedError(f"objective {type(self).__name__} declares no sampler")
 
     # -- the loss (defaults: the token cross-entropy, no modules of its own) -------------
     def build_modules(self, model: ModelConfig, vocab_size: int) -> dict[str, nn.Module]:
@@ -388,4 +414,4 @@ def collate(rows: list[ObjectiveBatch], pad_id: int) -> ObjectiveBatch:
 
 def with_cls(blocks: torch.Tensor, cls_id: int) -> torch.Tensor:
     """Prepend ``[CLS]`` to every row: every input the encoder sees starts with it."""
-    return torch.cat([torch.full_like(blocks[:, :1], cls_id), blocks], dim=1)
+    return torch.cat([blocks.new_full((blocks.shape[0], 1), cls_id), blocks], dim=1)  # rows may be empty

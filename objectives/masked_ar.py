@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from objbench.objectives import draws
+from objbench.harness.model import Encoder
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options
-from objbench.objectives.masking import select_units, unit_ids
+from objbench.objectives.masking import later_in_word, select_units, unit_ids
+from objbench.objectives.sampling import Sampling, draw
 
 
 class MaskedAROptions(Options):
@@ -33,15 +35,18 @@ class MaskedAROptions(Options):
     mean_span: float = Field(3.0, ge=1.0, description="mean span length (geometric) when unit=span")
     order: Literal["random", "left-to-right"] = Field("random", description="order of spans in part B")
     suffix: bool = Field(False, description="mask one final span of fraction r (prefix LM)")
-    score: Literal["auto", "joint", "infill-each"] = Field(
+    score: Literal["auto", "joint", "infill-each", "pll-word-l2r"] = Field(
         "auto", description="sentence score: joint = whole sentence as one span (exact "
-        "log-likelihood); infill-each = each token infilled alone; auto = joint when suffix or r >= 0.5")
+        "log-likelihood); infill-each = each token infilled alone; pll-word-l2r = each token infilled "
+        "first in a span running to its word's end (Kauf & Ivanova 2023); auto = joint when suffix or r >= 0.5, "
+        "else infill-each")
 
 
 class MaskedAutoregression(Objective):
     description = "masking as autoregression: mask a fraction r, predict the spans autoregressively"
     Options = MaskedAROptions
     special_tokens = ("[S]", "[E]")
+    sampler = "suffix infilling: the continuation is one masked span, infilled left to right"
 
     @property
     def reading_attention(self) -> str:  # type: ignore[override]
@@ -60,7 +65,21 @@ class MaskedAutoregression(Objective):
     def score_method(self) -> str:  # type: ignore[override]
         if self._joint_scoring:
             return "exact log-likelihood of the whole sentence infilled as one span, left to right"
+        if self.options.score == "pll-word-l2r":
+            return ("infilling log-likelihood, word left to right: each token infilled first in a span "
+                    "running to its word's end, batched")
         return "infilling log-likelihood: each token infilled alone as a one-token span, batched"
+
+    @property
+    def score_variants(self) -> tuple[str, ...]:  # type: ignore[override]
+        # the word variant of the pseudo-log-likelihood; an exact score has none
+        if self._joint_scoring:
+            return ()
+        return ("infill-each",) if self.options.score == "pll-word-l2r" else ("pll-word-l2r",)
+
+    def scoring(self, variant: str) -> "MaskedAutoregression":
+        self._check_variant(variant)
+        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
 
     @property
     def _joint_scoring(self) -> bool:
@@ -89,8 +108,28 @@ class MaskedAutoregression(Objective):
 
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
         n = tokens.shape[0]
-        masks = torch.ones(1, n, dtype=torch.bool) if self._joint_scoring else torch.eye(n, dtype=torch.bool)
-        return self._infill(tokens.expand(len(masks), n), masks, None, predict_end=False)
+        if self._joint_scoring:
+            return self._infill(tokens.expand(1, n), torch.ones(1, n, dtype=torch.bool), None, predict_end=False)
+        masks = torch.eye(n, dtype=torch.bool)
+        if self.options.score == "pll-word-l2r":  # row i infills i to its word's end; only i is scored
+            masks |= later_in_word(tokens, self.vocab.word_start)
+        rows = self._infill(tokens.expand(n, n), masks, None, predict_end=False)
+        own = rows.target_source == torch.arange(n)[:, None]
+        rows.targets = torch.where(own, rows.targets, IGNORE)
+        rows.target_source = torch.where(own, rows.target_source, -1)
+        return rows
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        B, N = prompts.shape
+        seq = torch.cat([prompts, torch.full((B, length), self.vocab["[PAD]"])], 1)  # the span, filled as drawn
+        span = (torch.arange(N + length) >= N).expand(B, -1)
+        for j in range(length):  # part B is causal: the placeholders after token j never reach it
+            rows = self._infill(seq, span, None, predict_end=False)
+            hidden = encoder(rows.input_ids, rows.attn, rows.position_ids, rows.segment_ids)
+            at = rows.target_source == N + j  # the part-B position that predicts token j: one per row
+            seq[:, N + j], _ = draw(encoder.logits(hidden[at]), how, gen, self.vocab)
+        return seq[:, N:]
 
     def _infill(self, tok: torch.Tensor, m: torch.Tensor, gen: torch.Generator | None,
                 predict_end: bool) -> ObjectiveBatch:

@@ -54,3 +54,12 @@ def select_units(
     take_sorted = (before < quota[:, None]) & ~sorted_bad
     take = torch.zeros(B, n_units, dtype=torch.bool).scatter_(1, order, take_sorted)
     return take.gather(1, units)
+
+
+def later_in_word(tokens: torch.Tensor, word_start: torch.Tensor) -> torch.Tensor:
+    """Bool ``(n, n)`` for one sentence ``(n,)``: row i marks the sub-tokens after token i in
+    i's word (a word starts at a token the tokenizer marks word-initial; a leading continuation
+    opens one too). What a word-level left-to-right pseudo-log-likelihood hides with token i."""
+    word = word_start[tokens].long().cumsum(0)
+    idx = torch.arange(len(tokens))
+    return (word[:, None] == word[None, :]) & (idx[None, :] > idx[:, None])

@@ -29,7 +29,9 @@ import torch
 from pydantic import Field
 
 from objbench.objectives import draws
+from objbench.harness.model import Encoder
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
+from objbench.objectives.sampling import Sampling, iterative_fill
 
 
 class MDLMOptions(Options):
@@ -48,6 +50,8 @@ class MaskedDiffusionLM(Objective):
     reading_attention = "bidirectional"
     pooling = "cls"
     score_kind = "bound"
+    sampler = ("iterative unmasking: all continuation tokens masked, an equal share revealed at random "
+               "per step")
 
     @property
     def score_method(self) -> str:  # type: ignore[override]
@@ -98,3 +102,7 @@ class MaskedDiffusionLM(Objective):
             target_source=torch.cat([none, torch.where(masked, idx, -1)], 1),
             weights=torch.cat([torch.zeros(R, 1), torch.where(masked, weight[:, None].float(), 0.0)], 1),
         )
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        return iterative_fill(encoder, prompts, length, how, gen, self.vocab, remask=False)

@@ -9,7 +9,9 @@ from pydantic import Field, model_validator
 
 from objbench.objectives import draws
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
-from objbench.objectives.masking import select_units, unit_ids
+from objbench.harness.model import Encoder
+from objbench.objectives.masking import later_in_word, select_units, unit_ids
+from objbench.objectives.sampling import Sampling, iterative_fill
 
 
 class MLMOptions(Options):
@@ -19,6 +21,9 @@ class MLMOptions(Options):
     p_keep: float = Field(0.1, ge=0.0, le=1.0, description="of selected: left unchanged")
     unit: Literal["token", "word", "span"] = Field("token", description="what is masked as a whole")
     mean_span: float = Field(3.0, ge=1.0, description="mean span length when unit=span (geometric)")
+    score: Literal["pll", "pll-word-l2r"] = Field(
+        "pll", description="sentence score: pll = each token masked alone; pll-word-l2r = each token masked "
+        "with the later sub-tokens of its word (Kauf & Ivanova 2023: plain PLL over-rates multi-token words)")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> "MLMOptions":
@@ -34,7 +39,23 @@ class MaskedLM(Objective):
     reading_attention = "bidirectional"
     pooling = "cls"
     score_kind = "pseudo"
-    score_method = "pseudo-log-likelihood: each token masked in turn, all copies batched"
+    sampler = ("mask-predict: all continuation tokens masked and predicted, the least confident masked "
+               "again, for `steps` steps")
+
+    @property
+    def score_method(self) -> str:  # type: ignore[override]
+        if self.options.score == "pll-word-l2r":
+            return ("pseudo-log-likelihood, word left to right: each token masked in turn with the later "
+                    "sub-tokens of its word, all copies batched")
+        return "pseudo-log-likelihood: each token masked in turn, all copies batched"
+
+    @property
+    def score_variants(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(v for v in ("pll", "pll-word-l2r") if v != self.options.score)
+
+    def scoring(self, variant: str) -> "MaskedLM":
+        self._check_variant(variant)
+        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
 
     @property
     def sees_own_target(self) -> bool:  # type: ignore[override]
@@ -78,10 +99,16 @@ class MaskedLM(Objective):
         diag = torch.eye(n, dtype=torch.bool)
         idx = torch.arange(n).expand(n, n)
         minus = torch.full((n, 1), -1)
+        hidden = diag | later_in_word(tokens, self.vocab.word_start) if self.options.score == "pll-word-l2r" \
+            else diag
         return ObjectiveBatch(
-            input_ids=with_cls(torch.where(diag, self.vocab["[MASK]"], rows), self.vocab["[CLS]"]),
+            input_ids=with_cls(torch.where(hidden, self.vocab["[MASK]"], rows), self.vocab["[CLS]"]),
             targets=torch.cat([torch.full((n, 1), IGNORE), torch.where(diag, rows, IGNORE)], 1),
             attn="bidirectional",
-            source_index=torch.cat([minus, torch.where(diag, -1, idx)], 1),
+            source_index=torch.cat([minus, torch.where(hidden, -1, idx)], 1),
             target_source=torch.cat([minus, torch.where(diag, idx, -1)], 1),
         )
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        return iterative_fill(encoder, prompts, length, how, gen, self.vocab, remask=True)

@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from objbench.objectives.base import IGNORE, ObjectiveBatch
+from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch
 from objbench.objectives.mlm import MaskedLM
 
 
@@ -33,7 +33,12 @@ class MaskedNextTokenPrediction(MaskedLM):
     description = "masked next-token prediction (LLM2Vec): mlm's masking, token k predicted at the position before it"
     pooling = "mean"
     score_kind = "pseudo"
-    score_method = "pseudo-log-likelihood: each token masked in turn, predicted from the position before it"
+    sampler = ""  # mlm's mask-predict reads each [MASK] at its own position; MNTP predicts it one to the left
+    sample = Objective.sample
+
+    @property
+    def score_method(self) -> str:  # type: ignore[override]
+        return f"{super().score_method}, each predicted from the position before it"
 
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         return shift_targets(super().make_batch(blocks, gen))

@@ -17,6 +17,7 @@ from objbench.reports.figures import SavedFigure
 from objbench.reports.keys import arm_order, baselines_of, describe
 from objbench.reports.load import KEY, NO_LAYER, StudyData
 from objbench.reports.maturity import Verdict
+from objbench.reports.samples import samples_table
 from objbench.tasks.base import NOT_APPLICABLE
 
 
@@ -84,6 +85,7 @@ def build_document(analysis: Analysis) -> list[Block]:
         *_primary(analysis),
         *_runs_not_used(analysis.data),
         *_figures(analysis),
+        *_samples(analysis),
         Heading("Appendix", 2),
         *_exploratory(analysis),
         *_final_results(analysis),
@@ -331,6 +333,16 @@ def _figures(analysis: Analysis) -> list[Block]:
     if analysis.skipped_figures:
         blocks.append(Bullets(analysis.skipped_figures))
     return blocks
+
+
+def _samples(analysis: Analysis) -> list[Block]:
+    table = samples_table(analysis.data, arm_order(analysis.data, set(analysis.data.runs["arm"])))
+    if table is None:
+        return []
+    return [Heading("Generated text", 2),
+            Paragraph("The generation task's continuations of the same held-out prompts (each arm's"
+                      " lowest seed, its objective's own sampler), beside the true continuation."),
+            Table(table)]
 
 
 def _provenance(data: StudyData) -> list[Block]:

@@ -7,6 +7,7 @@ report changes no global plotting settings.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from objbench.reports.load import AXIS_COLUMN, NO_LAYER, StudyData
 # per-layer metrics drawn as curves, each with its baselines as reference lines
 LAYER_METRICS = ("probe_acc", "probe_acc_ambiguous", "probe_spearman")
 SERIES_COLUMNS = ["panel", "role", "task", "metric", "arm", "objective"]
+# the context task's loss with k_left / k_right tokens kept (`objbench.tasks.context`)
+CONTEXT_CELL = re.compile(r"^loss_l(\d+|all)_r(\d+|all)$")
 _STYLE = sns.axes_style("whitegrid")
 
 
@@ -72,6 +75,7 @@ def make_figures(data: StudyData, final: pd.DataFrame, final_summary: pd.DataFra
         ("learning_curves", "Validation loss", lambda: _learning_curves(data, palette)),
         ("data_use", "Repeated data", lambda: _data_use(data, primary, palette)),
         ("phenomena", "Minimal-pair accuracy by phenomenon", lambda: _phenomena(final_summary)),
+        ("context", "Context usage", lambda: _context(final_summary, palette)),
     ]
     saved, skipped = [], []
     for name, title, draw in plots:
@@ -316,6 +320,9 @@ def _phenomena(summary: pd.DataFrame) -> Drawn | str:
     for ax, (task, metric) in zip(axes, panels):
         part, panel = rows[(rows["task"] == task) & (rows["base"] == metric)], f"{task}: {metric}"
         models, bases = part[part["baseline"].isna()], part[part["baseline"].notna()]
+        # a score variant (pooling, e.g. pll-word-l2r) is its own row, never averaged into the arm's
+        models = models.assign(arm=models["arm"].where(models["pooling"] == "",
+                                                       models["arm"] + " (" + models["pooling"] + ")"))
         grid = pd.concat([
             models.pivot_table(index="arm", columns="group", values="mean"),
             bases.pivot_table(index="baseline", columns="group", values="mean", aggfunc="mean")
@@ -333,3 +340,59 @@ def _phenomena(summary: pd.DataFrame) -> Drawn | str:
         ax.tick_params(axis="x", labelrotation=45)
     return Drawn(figure, "Minimal-pair accuracy at the final evaluation per phenomenon, mean over"
                  " seeds; the last rows are the n-gram baselines on the same pairs.", series)
+
+
+def _context_cells(summary: pd.DataFrame) -> pd.DataFrame:
+    """The context task's mean loss per arm and (k_left, k_right), k as labels and in order."""
+    rows = summary[(summary["task"] == "context") & (summary["split"] == "test") & (summary["group"] == "")]
+    cells = rows["metric"].str.extract(CONTEXT_CELL).rename(columns={0: "left", 1: "right"})
+    rows = rows.join(cells).dropna(subset=["left", "right"])
+    order = {k: i for i, k in enumerate(sorted(set(rows["left"]), key=lambda k: math.inf if k == "all" else int(k)))}
+    return rows.assign(left_at=rows["left"].map(order), right_at=rows["right"].map(order))
+
+
+
+def _context(summary: pd.DataFrame, palette: dict) -> Drawn | str:
+    """Per arm, the loss over the (k_left, k_right) grid and the two one-sided curves."""
+    cells = _context_cells(summary)
+    if cells.empty:
+        return "no context task results"
+    arms = [arm for arm in palette if arm in set(cells["arm"].map(_label))]
+    figure = Figure(figsize=(10.5, 3.8 * len(arms)), layout="constrained")
+    series: list[dict] = []
+    for (grid_ax, sides_ax), arm in zip(figure.subplots(len(arms), 2, squeeze=False), arms):
+        part = cells[cells["arm"].map(_label) == arm]
+        _context_heatmap(grid_ax, part)
+        _context_curves(sides_ax, part)
+        grid_ax.set_title(_title(f"{arm}: loss (nats) by tokens kept"), fontsize="small")
+        sides_ax.set_title(_title(f"{arm}: one side grows, the other whole"), fontsize="small")
+        _result_series(arm, part.assign(objective=None), series)
+    return Drawn(figure, "Context task: a held-out target's mean loss (nats, mean over seeds) with k"
+                 " tokens kept on each side of it (left), and as one side grows while the other is kept"
+                 " whole (right; band: 95% t interval over seeds, absent with one seed). Each objective"
+                 " scores by its own rule (exact, pseudo or a bound): read an arm against its own"
+                 " (0, 0) corner, not against another arm.", series)
+
+
+def _context_heatmap(ax, part: pd.DataFrame) -> None:
+    grid = part.pivot_table(index="left_at", columns="right_at", values="mean")
+    names = dict(zip(part["left_at"], part["left"]))
+    grid.index, grid.columns = grid.index.map(names), grid.columns.map(names)
+    sns.heatmap(grid, annot=True, fmt=".3f", annot_kws={"fontsize": 5}, cmap="viridis_r", ax=ax,
+                cbar_kws={"label": "loss (nats)"})
+    ax.set_xlabel("tokens kept right of the target")
+    ax.set_ylabel("tokens kept left")
+
+
+def _context_curves(ax, part: pd.DataFrame) -> None:
+    sides = {"left": part[part["right"] == "all"].assign(k=part["left"], at=part["left_at"]),
+             "right": part[part["left"] == "all"].assign(k=part["right"], at=part["right_at"])}
+    for side, line in sides.items():
+        line = line.sort_values("at")
+        ax.plot(line["at"], line["mean"], marker="o", label=f"{side} side")
+        ax.fill_between(line["at"], line["ci_low"], line["ci_high"], alpha=0.2)
+    ticks = sides["left"].sort_values("at")
+    ax.set_xticks(ticks["at"], ticks["k"])
+    ax.set_xlabel("tokens kept on that side")
+    ax.set_ylabel("loss (nats)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the data

@@ -35,9 +35,14 @@ READING_DIAGNOSTICS = ("sentences_truncated", "tokens_truncated", "sentences_ski
                        "words_dropped")
 # a zero-shot task's row (value 1) for a model whose objective has no sentence score
 NOT_APPLICABLE = "scoring_not_applicable"
+# a generation task's row (value 1) for a model whose objective declares no sampler
+SAMPLING_NOT_APPLICABLE = "sampling_not_applicable"
+# the generation task's samples as text, one JSON line per prompt (item, prompt, sample, truth),
+# in the run folder: what a report shows side by side
+SAMPLES_FILE = "generation_samples.jsonl"
 # rows that describe how a task read the data rather than how well a model did: reported,
 # never compared between arms
-DIAGNOSTIC_METRICS = frozenset({"best_layer", NOT_APPLICABLE, *READING_DIAGNOSTICS})
+DIAGNOSTIC_METRICS = frozenset({"best_layer", NOT_APPLICABLE, SAMPLING_NOT_APPLICABLE, *READING_DIAGNOSTICS})
 
 
 class Options(BaseModel):

@@ -327,7 +327,15 @@ def _pairs(data: datasets.Dataset) -> list[Text]:
     return list(zip(data["sentence1"], data["sentence2"]))
 
 
-class AgreementOptions(ReadingOptions):
+class ZeroShotOptions(ReadingOptions):
+    """What the zero-shot tasks share: which sentence scores they report."""
+
+    score_variants: bool = Field(
+        False, description="also score by every variant the objective offers (e.g. pll-word-l2r beside "
+                           "plain pll), in rows whose pooling names the variant")
+
+
+class AgreementOptions(ZeroShotOptions):
     max_per_phenomenon: int | None = Field(
         30, ge=1, description="pairs per phenomenon (a fixed subset, the same for every run); null = all")
 
@@ -348,12 +356,12 @@ class Agreement(Task):
         pairs = pairs.select(np.flatnonzero(read[:len(ids)] & read[len(ids):]))  # a pair is read whole or not at all
         result = TaskResult(self.name)
         minimal_pairs(result, model, pairs["good"], pairs["bad"], pairs["phenomenon"],
-                      [str(i) for i in pairs["sentence_id"]])
+                      [str(i) for i in pairs["sentence_id"]], self.options.score_variants)
         admission.add_rows(result)
         return result
 
 
-class ClozeOptions(ReadingOptions):
+class ClozeOptions(ZeroShotOptions):
     max_per_answer: int | None = Field(
         25, ge=1, description="items per answer word (balanced: picking one word always scores 1/8; "
                               "a fixed subset, the same for every run); null = all")
@@ -378,7 +386,7 @@ class Cloze(Task):
         result = TaskResult(self.name)
         rank_candidates(result, model, candidates,
                         [probe_data.CLOZE_CANDIDATES.index(a) for a in items["answer"]], items["answer"],
-                        [str(i) for i in items["sentence_id"]])
+                        [str(i) for i in items["sentence_id"]], self.options.score_variants)
         admission.add_rows(result)
         return result
 

@@ -8,7 +8,10 @@ error, so a model that cannot tell the two apart scores 0, not 50%. Both the sum
 (``acc_sum``) and the score per token (``acc_mean``) are kept, since the two sentences of a
 pair may tokenize to different lengths. A cloze item is right only if the original sentence
 scores strictly above every other candidate filling of its slot (``acc``); ``mrr`` is the
-reciprocal of its rank, a tie ranking it below the candidates it ties with.
+reciprocal of its rank, a tie ranking it below the candidates it ties with. An objective that
+offers other sentence scores (``score_variants``, e.g. ``pll-word-l2r`` beside a plain
+pseudo-log-likelihood) is also scored by each when the task's ``score_variants`` option is on:
+those rows and items carry the variant's name in ``pooling``, the reading column.
 
 Every score is also taken from the n-gram baselines of the run's own pre-training tokens
 (`objbench.tasks.ngram`), read through the same tokenizer and ruled the same way, so a
@@ -54,13 +57,22 @@ def ngram_baselines(model: TrainedModel) -> dict[str, KneserNey]:
     return baseline_models(np.asarray(data.train).ravel(), model.vocab.size)
 
 
-def scorers(model: TrainedModel, desc: str) -> dict[str | None, Callable[[list[str]], tuple[np.ndarray, np.ndarray]]]:
-    """The model's own sentence score (key None; absent when the objective has none) and each
-    n-gram baseline's, on the same tokens."""
+ScorerKey = tuple[str | None, str | None]  # (baseline, score variant): (None, None) is the model's own score
+
+
+def scorers(model: TrainedModel, desc: str, variants: bool = False,
+            ) -> dict[ScorerKey, Callable[[list[str]], tuple[np.ndarray, np.ndarray]]]:
+    """The model's own sentence score (absent when the objective has none), with ``variants``
+    also each score variant its objective offers (`Objective.score_variants`), and each n-gram
+    baseline's, on the same tokens."""
     def ngram(lm: KneserNey) -> Callable:
         return lambda sentences: lm.score([model.ids(s) for s in sentences])
-    own = {} if model.objective.score_kind == "none" else {None: lambda sentences: model.score(sentences, desc=desc)}
-    return {**own, **{name: ngram(lm) for name, lm in ngram_baselines(model).items()}}
+
+    def own(variant: str | None) -> Callable:
+        return lambda sentences: model.score(sentences, desc=desc, variant=variant)
+    readings = [None, *(model.objective.score_variants if variants else ())]
+    models = {} if model.objective.score_kind == "none" else {(None, v): own(v) for v in readings}
+    return {**models, **{(name, None): ngram(lm) for name, lm in ngram_baselines(model).items()}}
 
 
 def _mark_not_applicable(result: TaskResult, model: TrainedModel, n_items: int) -> None:
@@ -69,35 +81,38 @@ def _mark_not_applicable(result: TaskResult, model: TrainedModel, n_items: int) 
 
 
 def minimal_pairs(result: TaskResult, model: TrainedModel, good: Sequence[str], bad: Sequence[str],
-                  groups: Sequence[str], item_ids: Sequence[str]) -> None:
-    """Score every pair once per scorer; add accuracy rows overall and per group, and each
-    pair's correctness."""
+                  groups: Sequence[str], item_ids: Sequence[str], variants: bool = False) -> None:
+    """Score every pair once per scorer (`scorers`); add accuracy rows overall and per group,
+    and each pair's correctness."""
     n = len(good)
     _mark_not_applicable(result, model, n)
-    for baseline, score in scorers(model, f"{result.task} pairs").items():
+    for key, score in scorers(model, f"{result.task} pairs", variants).items():
         sums, counts = score([*good, *bad])
         per_pair = pair_correct((sums[:n], counts[:n]), (sums[n:], counts[n:]))
-        _add(result, per_pair, groups, item_ids, baseline)
+        _add(result, per_pair, groups, item_ids, key)
 
 
 def rank_candidates(result: TaskResult, model: TrainedModel, candidates: Sequence[Sequence[str]],
-                    answers: Sequence[int], groups: Sequence[str], item_ids: Sequence[str]) -> None:
+                    answers: Sequence[int], groups: Sequence[str], item_ids: Sequence[str],
+                    variants: bool = False) -> None:
     """Score every item's candidate sentences once per scorer (summed score: the candidates are
     single words); add accuracy and mean reciprocal rank overall and per group, and each item's."""
     flat = [s for item in candidates for s in item]
     _mark_not_applicable(result, model, len(candidates))
-    for baseline, score in scorers(model, f"{result.task} candidates").items():
+    for key, score in scorers(model, f"{result.task} candidates", variants).items():
         sums, _ = score(flat)
         per_item = rank_correct(sums.reshape(len(candidates), -1), np.asarray(answers))
-        _add(result, per_item, groups, item_ids, baseline)
+        _add(result, per_item, groups, item_ids, key)
 
 
 def _add(result: TaskResult, per_item: dict[str, np.ndarray], groups: Sequence[str],
-         item_ids: Sequence[str], baseline: str | None) -> None:
+         item_ids: Sequence[str], key: ScorerKey) -> None:
+    """Rows and items of one scorer; a score variant's carry its name as their reading (``pooling``)."""
+    baseline, variant = key
     groups = np.asarray(groups)
     for metric, values in per_item.items():
-        result.add(metric, values.mean(), len(values), baseline=baseline)
+        result.add(metric, values.mean(), len(values), pooling=variant, baseline=baseline)
         for g in sorted(set(groups.tolist())):
             sel = groups == g
-            result.add(metric, values[sel].mean(), int(sel.sum()), group=g, baseline=baseline)
-        result.add_items(metric, None, item_ids, values, baseline=baseline)
+            result.add(metric, values[sel].mean(), int(sel.sum()), pooling=variant, group=g, baseline=baseline)
+        result.add_items(metric, None, item_ids, values, pooling=variant, baseline=baseline)

@@ -14,8 +14,11 @@ CHECK_NAMES = ["shapes", "determinism", "no leakage", "visibility as declared", 
                "FLOPs", "checkpoint round trip", "reading"]
 # option settings whose limits or special paths the default options do not reach
 SETTINGS = {
-    "mlm": [{"unit": "word", "mask_rate": 0.3}, {"unit": "span", "p_mask": 1.0, "p_random": 0.0, "p_keep": 0.0}],
-    "masked-ar": [{"r": 1.0, "order": "left-to-right"}, {"r": 0.5, "suffix": True}, {"r": 0.15, "score": "joint"}],
+    "mlm": [{"unit": "word", "mask_rate": 0.3}, {"unit": "span", "p_mask": 1.0, "p_random": 0.0, "p_keep": 0.0},
+            {"score": "pll-word-l2r"}],
+    "mntp": [{"score": "pll-word-l2r"}],
+    "masked-ar": [{"r": 1.0, "order": "left-to-right"}, {"r": 0.5, "suffix": True}, {"r": 0.15, "score": "joint"},
+                  {"score": "pll-word-l2r"}],
 }
 
 

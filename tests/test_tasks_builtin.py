@@ -23,6 +23,8 @@ TINY_OPTIONS = {
               **{k: v for k, v in FAST.items() if k != "max_iter"}},
     "agreement": {"max_per_phenomenon": 2},
     "cloze": {"max_per_answer": 1},
+    "context": {"corpus": "ptb", "n_targets": 8, "k": [0, 2, "all"], "shuffle_beyond": [2]},
+    "generation": {"corpus": "ptb", "n_prompts": 4, "prompt_tokens": 4, "length": 6, "steps": 3},
     "proper-nouns": {"max_train": 15, "max_validation": 8, "max_test": 8, "max_iter": 50},  # examples/
 }
 OFFLINE = [n for n in TASKS.names() if not TASKS.get(n).needs_hub]
@@ -67,7 +69,8 @@ def test_task_runs_end_to_end(tiny_run, name, objective):
     # sentences are read by the objective's declared pooling (and mean), never by its name
     poolings = {r["pooling"] for r in result.rows} - {None}
     expected = {"sentiment": {model.objective.pooling, "mean"}, "sts-b": {model.objective.pooling, "mean"},
-                "pos": {"first-subtoken"}, "agreement": set(), "cloze": set()}
+                "pos": {"first-subtoken"}, "agreement": set(), "cloze": set(), "context": set(),
+                "generation": set()}
     if name in expected:
         assert poolings == expected[name]
     else:  # a plugin task: whatever it reads, it reads by the declared rules
