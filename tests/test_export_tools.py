@@ -91,7 +91,11 @@ def test_lm_eval_runs_offline_on_a_local_task(exported, tmp_path):
     good, _ = ours.score([g for g, _ in PAIRS])
     bad, _ = ours.score([b for _, b in PAIRS])
     np.testing.assert_allclose(got, np.stack([good, bad], 1), atol=1e-4, rtol=0)
-    assert not np.any(np.isclose(good, bad, atol=1e-3))  # lm-eval breaks ties its own way
+    # a near tie (the tokenizer, trained anew on each machine, decides the tiny model) may go
+    # either way in lm-eval's float32: every decided pair must go objbench's way
+    theirs, decided = got.argmax(1) == 0, ~np.isclose(good, bad, atol=1e-3)
+    assert decided.sum() >= len(PAIRS) - 1
+    np.testing.assert_array_equal(theirs[decided], (good > bad)[decided])
     (summary,) = results.glob("*/results_*.json")
     acc = json.loads(summary.read_text())["results"]["objbench_pairs"]["acc,none"]
-    assert acc == pytest.approx(np.mean(good > bad))
+    assert acc == pytest.approx(theirs.mean())
