@@ -137,16 +137,22 @@ def _verdict(analysis: Analysis) -> list[Block]:
     checks = verdict.checks
     if checks.empty:
         return blocks
-    cells = checks.assign(cell=[
-        f"{CHECK_MARK[s]}: {fmt(d, 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
-        for s, d, lo, hi in zip(checks["status"], checks["diff"], checks["ci_low"], checks["ci_high"])])
-    cells["check"] = [c + ("" if r else " (stronger bar)") for c, r in zip(cells["check"], cells["required"])]
-    grid = cells.pivot(index="arm", columns="check", values="cell")
-    grid = grid.loc[arm_order(analysis.data, set(grid.index)), list(dict.fromkeys(cells["check"]))]
+    grid = check_grid(checks, arm_order(analysis.data, set(checks["arm"])))
     blocks += [Table(grid.reset_index()),
                Paragraph("Each cell: does the arm beat the bar, and by how much (difference and 95%"
                          " interval over seeds and items). Required checks decide the verdict.")]
     return blocks
+
+
+def check_grid(checks: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Arms x checks, each cell the verdict and its interval; a check an arm cannot take (no
+    sentence score for a zero-shot bar) reads "not applicable", never a blank or nan."""
+    cells = checks.assign(cell=[
+        f"{CHECK_MARK[s]}: {fmt(d, 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
+        for s, d, lo, hi in zip(checks["status"], checks["diff"], checks["ci_low"], checks["ci_high"])])
+    cells["check"] = [c + ("" if r else " (stronger bar)") for c, r in zip(cells["check"], cells["required"])]
+    grid = cells.pivot(index="arm", columns="check", values="cell").fillna("not applicable")
+    return grid.loc[arms, list(dict.fromkeys(cells["check"]))]
 
 
 def _primary(analysis: Analysis) -> list[Block]:

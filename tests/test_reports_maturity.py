@@ -66,3 +66,20 @@ def test_checks_pair_items_with_zero_and_with_the_baseline_and_decide_the_verdic
     assert checks["good", "agreement acc above unigram"] == "pass"
     assert checks["weak", "agreement acc above unigram"] == "unclear"  # identical: no difference shown
     assert verdict.mature is False and "(weak)" in verdict.summary and "(good" not in verdict.summary
+
+
+def test_a_check_an_arm_cannot_take_reads_not_applicable():
+    from objbench.reports.document import check_grid
+
+    checks = pd.DataFrame([
+        {"arm": "mlm", "check": "pos: contextual", "required": True, "status": "pass",
+         "diff": 0.05, "ci_low": 0.01, "ci_high": 0.09, "n_items": 10},
+        {"arm": "electra", "check": "pos: contextual", "required": True, "status": "fail",
+         "diff": -0.05, "ci_low": -0.09, "ci_high": -0.01, "n_items": 10},
+        {"arm": "mlm", "check": "agreement acc_sum above unigram", "required": True,
+         "status": "unclear", "diff": 0.01, "ci_low": -0.02, "ci_high": 0.04, "n_items": 10}])
+    grid = check_grid(checks, ["mlm", "electra"])
+    assert list(grid.index) == ["mlm", "electra"]
+    assert grid.loc["electra", "agreement acc_sum above unigram"] == "not applicable"
+    assert grid.loc["electra", "pos: contextual"] == "NO: -0.05 [-0.09, -0.01]"
+    assert grid.loc["mlm", "agreement acc_sum above unigram"].startswith("not shown: ")
