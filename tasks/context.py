@@ -5,8 +5,11 @@ For sampled target tokens of held-out sentences, the token sequence is *cropped*
 the objective's own scoring rows on the crop (`TrainedModel.target_scores`). Cropping, not
 attention masking: information flows across layers, so a masked-out token would still reach
 the target through its neighbours. The loss is the target's negative log-probability in nats,
-of the objective's own score kind (exact, pseudo or a bound's share), so losses of different
-objectives are read against their own ``L(0, 0)``, not against each other's.
+of the objective's own score kind (exact or pseudo), so losses of different objectives are
+read against their own ``L(0, 0)``, not against each other's. A bound (``mdlm``) is not
+applicable: a token's share of its estimate is one term of a random-mask sum whose weights
+change with the crop's length, not the token's loss given its context, so it does not fall
+with context (measured: it rose, by the same amount for every seed).
 
 Rows, each with per-target values so arms pair by item:
 
@@ -149,7 +152,7 @@ class Context(Task):
         admission = Admission(model, self.name, o)
         targets = sample_targets(model, admission, o)
         result = TaskResult(self.name)
-        if model.objective.score_kind == "none":
+        if model.objective.score_kind in ("none", "bound"):  # no per-token loss (module docstring)
             result.add(NOT_APPLICABLE, 1, len(targets.ids), higher_is_better=False)
         else:
             grid, shuffled = self._losses(model, targets)

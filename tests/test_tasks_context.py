@@ -86,8 +86,10 @@ def test_a_bidirectional_models_loss_depends_on_the_right_context(tiny_run):
     assert len(set(items)) == SMALL["n_targets"]  # one target per sentence
 
 
-def test_an_objective_without_scores_is_not_applicable(tiny_run):
-    result = Context(ContextOptions(**SMALL)).run(TrainedModel(tiny_run("electra")), seed=0)
+@pytest.mark.parametrize("objective", ["electra", "mdlm"])
+def test_an_objective_without_per_token_losses_is_not_applicable(tiny_run, objective):
+    """electra has no score; mdlm's bound gives a token a share of an estimate, not a loss."""
+    result = Context(ContextOptions(**SMALL)).run(TrainedModel(tiny_run(objective)), seed=0)
     assert [r["value"] for r in result.rows if r["metric"] == NOT_APPLICABLE] == [1.0]
     assert not result.items
 
