@@ -183,7 +183,7 @@ def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
     row = {"result": describe(key)}
     for arm in arms:
         if arm not in mine.index:
-            row[arm] = "not applicable: no sentence score" if _not_scored(analysis.data, arm, key["task"]) \
+            row[arm] = "not applicable: no score this task reads" if _not_scored(analysis.data, arm, key["task"]) \
                 else "no result"
             continue
         cell = _value_ci(*mine.loc[arm, ["mean", "ci_low", "ci_high"]])
@@ -199,7 +199,7 @@ def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
 
 
 def _not_scored(data: StudyData, arm: str, task: str) -> bool:
-    """Did ``task`` record that ``arm``'s objective has no sentence score?"""
+    """Did ``task`` record that ``arm``'s objective has no score it can read (none, or a bound for `context`)?"""
     done = data.done_results
     return bool(((done["arm"] == arm) & (done["task"] == task) & (done["metric"] == NOT_APPLICABLE)).any())
 

@@ -389,5 +389,5 @@ def test_score_kinds_are_labelled_and_an_arm_without_a_score_is_not_applicable(t
     assert by_result["sentence score"]["mlm"] == "pseudo" and by_result["sentence score"]["clm"] == "none"
     assert by_result["sentence score"][md_escape(EVIL_ARM)] == "bound"
     agreement = next(v for k, v in by_result.items() if k.startswith("agreement"))
-    assert agreement["clm"] == "not applicable: no sentence score"
+    assert agreement["clm"] == "not applicable: no score this task reads"
     assert agreement["mlm"][0].isdigit()
