@@ -22,7 +22,7 @@ from objbench.objectives.draws import RowGenerator
 from tests.conftest import TINY
 from tests.helpers import make_objective, random_blocks
 from tests.test_contract_catches import LeakyMLM
-from tests.test_trainer import Stop, metrics, weights
+from tests.test_trainer import interrupted_run, metrics, weights
 
 CLM_MLM = {"components": [{"objective": "clm", "weight": 1}, {"objective": "mlm", "weight": 1}]}
 CLM_THEN_MLM = {"phases": [{"objective": "clm", "until": 0.4}, {"objective": "mlm"}]}
@@ -236,13 +236,7 @@ def test_a_schedule_resumes_bit_identical_in_either_phase(tmp_path, options, sto
     cfg = config("schedule", options, "budget.steps=6", "train.checkpoint_every=1", "train.grad_accum=2")
     Trainer(cfg, tmp_path / "full", progress=False).run()
 
-    def stop_at(t: Trainer) -> None:
-        if t.counters.step == stop:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(cfg, tmp_path / "cut", callbacks=[stop_at], progress=False).run()
-    Trainer(cfg, tmp_path / "cut", progress=False).run()
+    interrupted_run(cfg, tmp_path / "cut", step=stop)
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "full")
     a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -252,13 +246,7 @@ def test_a_mixture_resumes_bit_identical(tmp_path):
     cfg = config("mixture", {**CLM_MLM, "by": "steps"}, "budget.steps=5", "train.checkpoint_every=1")
     Trainer(cfg, tmp_path / "full", progress=False).run()
 
-    def stop_at(t: Trainer) -> None:
-        if t.counters.step == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(cfg, tmp_path / "cut", callbacks=[stop_at], progress=False).run()
-    Trainer(cfg, tmp_path / "cut", progress=False).run()
+    interrupted_run(cfg, tmp_path / "cut", step=2)
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "full")
     assert all(math.isfinite(r["loss"]) for r in metrics(tmp_path / "full")[1:])
 

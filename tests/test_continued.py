@@ -15,7 +15,7 @@ from objbench.harness.errors import CheckpointError, ConfigError
 from objbench.harness.study import load_study, run_keys, run_study
 from objbench.harness.trainer import Trainer, resolve
 from tests.test_study import tiny_study
-from tests.test_trainer import Stop, config, metrics, weights
+from tests.test_trainer import config, interrupted_run, metrics, weights
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,7 @@ def test_a_child_resumes_bit_identical(parent, tmp_path):
     cfg = child(parent, "train.checkpoint_every=1")
     Trainer(cfg, tmp_path / "full", progress=False).run()
 
-    def stop_at_6(t: Trainer) -> None:
-        if t.counters.step == 6:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(cfg, tmp_path / "cut", callbacks=[stop_at_6], progress=False).run()
-    Trainer(cfg, tmp_path / "cut", progress=False).run()
+    interrupted_run(cfg, tmp_path / "cut", step=6)
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "full")
     a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,7 +14,7 @@ from objbench.harness.data import cap_documents
 from objbench.harness.errors import ConfigError
 from objbench.harness.study import load_study, run_study
 from objbench.harness.trainer import Trainer
-from tests.test_trainer import Stop, config, metrics, weights
+from tests.test_trainer import config, interrupted_run, metrics, weights
 
 SEP = 2
 
@@ -60,13 +60,7 @@ def test_a_capped_run_repeats_its_data_in_epochs_and_resumes_bit_identical(tmp_p
     assert last["unique_tokens"] <= train_tokens
     assert [r["unique_tokens"] for r in rows[1:]] == sorted(r["unique_tokens"] for r in rows[1:])
 
-    def stop_mid_epoch(t: Trainer) -> None:
-        if t.counters.step == 9:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(cfg, tmp_path / "cut", callbacks=[stop_mid_epoch], progress=False).run()
-    Trainer(cfg, tmp_path / "cut", progress=False).run()
+    interrupted_run(cfg, tmp_path / "cut", step=9)  # mid-epoch
     assert metrics(tmp_path / "cut") == rows
     a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
