@@ -162,13 +162,16 @@ def _primary(analysis: Analysis) -> list[Block]:
         return [heading, Paragraph("The study names no primary results.")]
     arms = arm_order(data, set(summary["arm"]))
     rows = [_primary_row(analysis, key, arms) for key in analysis.primary.to_dict("records")]
-    scores = _score_rows(data, arms)
-    rows += scores + _budget_rows(analysis.budget, arms)
+    scores, parents = _score_rows(data, arms), _parent_rows(data, arms)
+    rows += scores + parents + _budget_rows(analysis.budget, arms)
     n_tests = int(analysis.comparisons.loc[analysis.comparisons["primary"], "p"].notna().sum())
     note = (f"Mean over seeds [95% t interval]; Δ = arm minus {data.reference}, tested paired over"
             f" seeds (and items where scored) with Holm's correction over these {n_tests}"
             f" comparisons (* = adjusted p < {ALPHA}). Everything else in this report is"
             " exploratory. Budget rows: what each arm consumed, mean over its runs.")
+    if parents:
+        note += (" Started from: the arm whose checkpoint a continued arm started from, at that"
+                 " fraction of the budget; its budget rows include what the parent spent until then.")
     if scores:
         note += (" Sentence score: how zero-shot tasks scored a sentence: exact (its log-likelihood),"
                  " pseudo (a pseudo-log-likelihood), bound (an estimate of a lower bound on it, the"
@@ -211,6 +214,16 @@ def _score_rows(data: StudyData, arms: list[str]) -> list[dict]:
     if not any(kinds.values()):
         return []
     return [{"result": "sentence score", "baselines": "", **{arm: kinds[arm] or "n/a" for arm in arms}}]
+
+
+def _parent_rows(data: StudyData, arms: list[str]) -> list[dict]:
+    """Which arms started from another arm's checkpoint, so that a budget shared by parent and
+    child is read as one (no row when no arm did)."""
+    done = data.runs[data.runs["state"] == "done"]
+    parents = {arm: ", ".join(sorted(set(done.loc[done["arm"] == arm, "init"]) - {""})) for arm in arms}
+    if not any(parents.values()):
+        return []
+    return [{"result": "started from", "baselines": "", **{arm: parents[arm] or "scratch" for arm in arms}}]
 
 
 def _budget_rows(budget: pd.DataFrame, arms: list[str]) -> list[dict]:

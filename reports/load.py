@@ -35,7 +35,7 @@ RESULT_COLUMNS = [
 ITEM_COLUMNS = ["arm", "seed", "budget_value", "task", "metric", "layer", "pooling", "item", "value"]
 RUN_COLUMNS = [
     "arm", "seed", "state", "error", "objective", "options", "config_hash", "wall_time_s", "train_s",
-    "tasks_s", "score_kind",
+    "tasks_s", "score_kind", "init",
 ]
 
 _SEED_DIR = re.compile(r"seed(\d+)")
@@ -229,7 +229,13 @@ def _run_record(arm: str, seed: int, status: dict, label: str, problems: list[st
         "score_kind": status.get("score_kind") or "",  # how zero-shot tasks scored sentences
         "train_s": status.get("train_s"),  # absent in runs recorded before training and tasks were timed
         "tasks_s": status.get("tasks_s"),
+        "init": _parent(status.get("init")),  # continued pre-training: whose checkpoint it started from
     }
+
+
+def _parent(init: dict | None) -> str:
+    """``clm at 0.5`` for a run continued from arm clm's checkpoint at half its budget."""
+    return f"{init.get('arm') or init.get('run')} at {init.get('at')}" if isinstance(init, dict) else ""
 
 
 def _read_run_file(path: Path, run: dict, problems: list[str], label: str) -> list[dict]:

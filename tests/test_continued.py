@@ -78,7 +78,11 @@ def test_a_study_trains_parents_first_and_reports_the_child_on_the_whole_budget(
                                   tasks={"agreement": {"max_per_phenomenon": 2}}))
     assert [a.name for a, _ in study.run_configs()] == ["clm", "mlm", "gpt-bert", "clm-then-mlm", "mlm-from-clm"]
     assert run_study(study, tmp_path / "out")
-    assert (tmp_path / "out" / "report.md").exists()
+    lines = (tmp_path / "out" / "report.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| result |"))
+    started = next(line for line in lines if line.startswith("| started from |"))
+    cells = dict(zip(*([c.strip() for c in line.split("|")[2:-2]] for line in (header, started))))
+    assert cells == {**{a["name"]: "scratch" for a in arms}, "mlm-from-clm": "clm at 0.5"}
     runs = tmp_path / "out" / "runs"
     child = json.loads((runs / "mlm-from-clm" / "seed0" / "status.json").read_text())
     assert child["state"] == "done" and child["init"] == {"arm": "clm", "at": 0.5}
