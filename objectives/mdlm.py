@@ -21,9 +21,16 @@ above, so the estimate is unbiased, with no eps cut-off, finite variance (the tr
 from ``score_seed``, so a sentence always gets the same estimate and sentences of equal length
 the same masks (the two sentences of a minimal pair share their noise). The softmax runs over
 the whole vocabulary; mass the model puts on special tokens only loosens the bound.
+
+``score: pll`` (also a score variant of the default) scores instead by a pseudo-log-likelihood:
+each token masked alone and predicted from all the others, the denoiser's conditional at a
+single mask. Unlike the bound's terms, each token's term is its loss given the rest of the
+sentence, which is what a per-token analysis (the ``context`` task) reads.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -31,6 +38,7 @@ from pydantic import Field
 from objbench.objectives import draws
 from objbench.harness.model import Encoder
 from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
+from objbench.objectives.mlm import pll_rows
 from objbench.objectives.sampling import Sampling, iterative_fill
 
 
@@ -42,6 +50,8 @@ class MDLMOptions(Options):
     score_samples: int = Field(16, ge=1, description="K: stratified masking rates (rows) per sentence "
                                "in the ELBO estimate")
     score_seed: int = Field(0, description="seed of the ELBO estimate's draws")
+    score: Literal["elbo", "pll"] = Field("elbo", description="sentence score: elbo = the ELBO estimate "
+                                          "(a bound); pll = each token masked alone (a pseudo-log-likelihood)")
 
 
 class MaskedDiffusionLM(Objective):
@@ -49,14 +59,27 @@ class MaskedDiffusionLM(Objective):
     Options = MDLMOptions
     reading_attention = "bidirectional"
     pooling = "cls"
-    score_kind = "bound"
     sampler = ("iterative unmasking: all continuation tokens masked, an equal share revealed at random "
                "per step")
 
     @property
+    def score_kind(self) -> str:  # type: ignore[override]
+        return "bound" if self.options.score == "elbo" else "pseudo"
+
+    @property
     def score_method(self) -> str:  # type: ignore[override]
+        if self.options.score == "pll":
+            return "pseudo-log-likelihood: each token masked alone, all copies batched"
         return (f"ELBO estimate: {self.options.score_samples} stratified masking rates t, each with a "
                 f"non-empty Bernoulli(t) mask whose m tokens weigh (n + 1)(1 - (1 - t)^n) / (K m)")
+
+    @property
+    def score_variants(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(v for v in ("elbo", "pll") if v != self.options.score)
+
+    def scoring(self, variant: str) -> "MaskedDiffusionLM":
+        self._check_variant(variant)
+        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
 
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         o = self.options
@@ -75,6 +98,8 @@ class MaskedDiffusionLM(Objective):
         return batch
 
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
+        if self.options.score == "pll":
+            return pll_rows(tokens, self.vocab)
         n, K = tokens.shape[0], self.options.score_samples
         gen = torch.Generator().manual_seed(self.options.score_seed)
         t = ((torch.arange(K) + torch.rand(K, generator=gen, dtype=torch.float64)) / K).clamp(1e-12, 1 - 1e-12)

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field, model_validator
 
 from objbench.objectives import draws
-from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, with_cls
+from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch, Options, Vocab, with_cls
 from objbench.harness.model import Encoder
 from objbench.objectives.masking import later_in_word, select_units, unit_ids
 from objbench.objectives.sampling import Sampling, iterative_fill
@@ -31,6 +31,26 @@ class MLMOptions(Options):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"p_mask + p_random + p_keep must be 1 (got {total:g})")
         return self
+
+
+def pll_rows(tokens: torch.Tensor, vocab: Vocab, word_l2r: bool = False) -> ObjectiveBatch:
+    """Pseudo-log-likelihood rows of one sentence ``(n,)``: row i is the sentence behind ``[CLS]``
+    with token i replaced by ``[MASK]`` (and, with ``word_l2r``, the later sub-tokens of its
+    word too), token i its one target. Any model that predicts masked tokens from the rest can
+    be scored by them."""
+    n = tokens.shape[0]
+    rows = tokens.expand(n, n).clone()
+    diag = torch.eye(n, dtype=torch.bool)
+    idx = torch.arange(n).expand(n, n)
+    minus = torch.full((n, 1), -1)
+    hidden = diag | later_in_word(tokens, vocab.word_start) if word_l2r else diag
+    return ObjectiveBatch(
+        input_ids=with_cls(torch.where(hidden, vocab["[MASK]"], rows), vocab["[CLS]"]),
+        targets=torch.cat([torch.full((n, 1), IGNORE), torch.where(diag, rows, IGNORE)], 1),
+        attn="bidirectional",
+        source_index=torch.cat([minus, torch.where(hidden, -1, idx)], 1),
+        target_source=torch.cat([minus, torch.where(diag, idx, -1)], 1),
+    )
 
 
 class MaskedLM(Objective):
@@ -94,20 +114,7 @@ class MaskedLM(Objective):
         )
 
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
-        n = tokens.shape[0]
-        rows = tokens.expand(n, n).clone()
-        diag = torch.eye(n, dtype=torch.bool)
-        idx = torch.arange(n).expand(n, n)
-        minus = torch.full((n, 1), -1)
-        hidden = diag | later_in_word(tokens, self.vocab.word_start) if self.options.score == "pll-word-l2r" \
-            else diag
-        return ObjectiveBatch(
-            input_ids=with_cls(torch.where(hidden, self.vocab["[MASK]"], rows), self.vocab["[CLS]"]),
-            targets=torch.cat([torch.full((n, 1), IGNORE), torch.where(diag, rows, IGNORE)], 1),
-            attn="bidirectional",
-            source_index=torch.cat([minus, torch.where(hidden, -1, idx)], 1),
-            target_source=torch.cat([minus, torch.where(diag, idx, -1)], 1),
-        )
+        return pll_rows(tokens, self.vocab, word_l2r=self.options.score == "pll-word-l2r")
 
     def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
                gen: torch.Generator) -> torch.Tensor:

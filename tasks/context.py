@@ -6,10 +6,12 @@ the objective's own scoring rows on the crop (`TrainedModel.target_scores`). Cro
 attention masking: information flows across layers, so a masked-out token would still reach
 the target through its neighbours. The loss is the target's negative log-probability in nats,
 of the objective's own score kind (exact or pseudo), so losses of different objectives are
-read against their own ``L(0, 0)``, not against each other's. A bound (``mdlm``) is not
-applicable: a token's share of its estimate is one term of a random-mask sum whose weights
-change with the crop's length, not the token's loss given its context, so it does not fall
-with context (measured: it rose, by the same amount for every seed).
+read against their own ``L(0, 0)``, not against each other's. A bound is not read: a token's
+share of its estimate is one term of a random-mask sum whose weights change with the crop's
+length, not the token's loss given its context, so it does not fall with context (measured on
+``mdlm``: it rose, by the same amount for every seed). An objective scored by a bound is read
+by the first of its score variants that is exact or pseudo (``mdlm``: ``pll``, each token
+masked alone), and is not applicable without one, as is an objective with no score.
 
 Rows, each with per-target values so arms pair by item:
 
@@ -35,10 +37,12 @@ from pydantic import Field, field_validator
 from objbench.harness.corpora import load_corpus
 from objbench.harness.errors import DataError
 from objbench.harness.reading import TrainedModel
+from objbench.objectives.base import Objective
 from objbench.tasks.admission import Admission
 from objbench.tasks.base import NOT_APPLICABLE, ReadingOptions, Task, TaskResult
 
 ALL = "all"
+PER_TOKEN_KINDS = ("exact", "pseudo")  # scores whose token terms are the token's own loss
 FLOAT_ERROR = 1e-6  # nats: a side whose gain is below this gives nothing (a causal model's right side)
 Kept = int | Literal["all"]
 # a sentence ends at . ! or ? (maybe closing a quote) before a capital or an opening quote: a
@@ -120,10 +124,26 @@ def shuffle_far(ids: list[int], t: int, d: int, rng: np.random.Generator) -> lis
     return [*rng.permutation(ids[:left]).tolist(), *ids[left:right], *rng.permutation(ids[right:]).tolist()]
 
 
-class Scorer:
-    """Target losses (nats) of many (sequence, target index) pairs, each distinct pair scored once."""
+NO_PER_TOKEN_SCORE = "none"
 
-    def __init__(self) -> None:
+
+def per_token_score(objective: Objective) -> str | None:
+    """The score a token's loss is read by: the objective's own (None) when it is exact or
+    pseudo, else its first score variant that is, else `NO_PER_TOKEN_SCORE` (module docstring)."""
+    if objective.score_kind in PER_TOKEN_KINDS:
+        return None
+    if objective.score_kind == "bound":
+        return next((v for v in objective.score_variants if objective.scoring(v).score_kind in PER_TOKEN_KINDS),
+                    NO_PER_TOKEN_SCORE)
+    return NO_PER_TOKEN_SCORE
+
+
+class Scorer:
+    """Target losses (nats) of many (sequence, target index) pairs, each distinct pair scored once,
+    by the objective's own score or its score ``variant``."""
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
         self.index: dict[tuple[tuple[int, ...], int], int] = {}
 
     def add(self, ids: list[int], target: int) -> int:
@@ -135,7 +155,7 @@ class Scorer:
         order = np.argsort([len(s) for s, _ in keys], kind="stable")
         losses = np.empty(len(keys))
         losses[order] = -model.target_scores([list(keys[i][0]) for i in order], [keys[i][1] for i in order],
-                                             max_rows, desc="context")
+                                             max_rows, desc="context", variant=self.variant)
         return losses
 
 
@@ -152,17 +172,18 @@ class Context(Task):
         admission = Admission(model, self.name, o)
         targets = sample_targets(model, admission, o)
         result = TaskResult(self.name)
-        if model.objective.score_kind in ("none", "bound"):  # no per-token loss (module docstring)
+        variant = per_token_score(model.objective)
+        if variant is NO_PER_TOKEN_SCORE:
             result.add(NOT_APPLICABLE, 1, len(targets.ids), higher_is_better=False)
         else:
-            grid, shuffled = self._losses(model, targets)
+            grid, shuffled = self._losses(model, targets, variant)
             add_context_rows(result, grid, shuffled, targets.item, o, model.max_tokens)
         admission.add_rows(result)
         return result
 
-    def _losses(self, model: TrainedModel, targets: Targets) -> tuple[np.ndarray, np.ndarray]:
+    def _losses(self, model: TrainedModel, targets: Targets, variant: str | None) -> tuple[np.ndarray, np.ndarray]:
         """Losses ``(items, k, k)`` over the cropping grid and ``(items, d)`` with far tokens shuffled."""
-        o, scorer = self.options, Scorer()
+        o, scorer = self.options, Scorer(variant)
         grid = np.array([[[scorer.add(*crop(ids, t, left, right)) for right in o.k] for left in o.k]
                          for ids, t in zip(targets.ids, targets.position)], dtype=np.int64)
         shuffled = np.array([[scorer.add(shuffle_far(ids, t, d, np.random.default_rng([item, d])), t)

@@ -19,6 +19,7 @@ SETTINGS = {
     "mntp": [{"score": "pll-word-l2r"}],
     "masked-ar": [{"r": 1.0, "order": "left-to-right"}, {"r": 0.5, "suffix": True}, {"r": 0.15, "score": "joint"},
                   {"score": "pll-word-l2r"}],
+    "mdlm": [{"score": "pll"}],
 }
 
 

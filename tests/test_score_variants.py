@@ -15,14 +15,15 @@ from objbench.tasks.zero_shot import minimal_pairs
 LONG_WORD = "unbelievably"  # several sub-tokens in any small vocabulary
 
 
-def naive_word_l2r(model: TrainedModel, ids: list[int]) -> float:
-    """Each token masked together with the later sub-tokens of its word, one row at a time."""
+def naive_pll(model: TrainedModel, ids: list[int], word_l2r: bool = False) -> float:
+    """Each token masked (with ``word_l2r``, together with the later sub-tokens of its word),
+    one row at a time."""
     starts = model.vocab.word_start[torch.tensor(ids)].tolist()
     word = np.cumsum(starts)
     cls, mask = model.vocab["[CLS]"], model.vocab["[MASK]"]
     total = 0.0
     for i, token in enumerate(ids):
-        row = [mask if j == i or (j > i and word[j] == word[i]) else t for j, t in enumerate(ids)]
+        row = [mask if j == i or (word_l2r and j > i and word[j] == word[i]) else t for j, t in enumerate(ids)]
         x = torch.tensor([[cls, *row]])
         with torch.no_grad():
             hidden = model.model(x, "bidirectional", None, torch.zeros_like(x))
@@ -40,7 +41,7 @@ def test_word_l2r_masks_the_rest_of_the_word_and_differs_only_on_multi_token_wor
     assert len(single) >= 4
     pll, _ = model.score([split, plain])
     l2r, _ = model.score([split, plain], variant="pll-word-l2r")
-    np.testing.assert_allclose(l2r[0], naive_word_l2r(model, model.ids(split)), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(l2r[0], naive_pll(model, model.ids(split), word_l2r=True), rtol=1e-5, atol=1e-4)
     assert abs(l2r[0] - pll[0]) > 1e-3  # the multi-token word is scored otherwise
     np.testing.assert_allclose(l2r[1], pll[1], rtol=1e-6)  # one token per word: the same score
 
@@ -58,6 +59,19 @@ def test_every_pseudo_log_likelihood_has_the_word_variant(tiny_run, objective):
     word = model.objective.scoring("pll-word-l2r")
     assert "word" in word.score_method and "word" not in model.objective.score_method  # stated
     assert len(word.score_variants) == 1  # and the way back to the plain score
+
+
+def test_masked_diffusion_also_scores_by_pseudo_log_likelihood(tiny_run):
+    """mdlm's denoiser with a single [MASK] is a masked LM's conditional: the same rows as mlm's PLL."""
+    model = TrainedModel(tiny_run("mdlm"))
+    assert (model.objective.score_kind, model.objective.score_variants) == ("bound", ("pll",))
+    pll = model.objective.scoring("pll")
+    assert pll.score_kind == "pseudo" and "pseudo-log-likelihood" in pll.score_method
+    assert pll.score_variants == ("elbo",)
+    sentence = f"the {LONG_WORD} company said it expects higher sales"
+    score, _ = model.score([sentence], variant="pll")
+    np.testing.assert_allclose(score[0], naive_pll(model, model.ids(sentence)), rtol=1e-5, atol=1e-4)
+    assert abs(model.score([sentence])[0][0] - score[0]) > 1e-3  # the bound is another number
 
 
 def test_an_objective_without_the_variant_refuses_it(tiny_run):

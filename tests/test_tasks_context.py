@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from objbench.harness.reading import TrainedModel
 from objbench.tasks.base import NOT_APPLICABLE
-from objbench.tasks.context import ContextOptions, Context, crop, effective_context, shuffle_far
+from objbench.tasks.admission import Admission
+from objbench.tasks.context import (ContextOptions, Context, crop, effective_context, per_token_score,
+                                    sample_targets, shuffle_far)
 
 SENTENCES = ["the company said it expects higher sales", "shares fell", "a new york bank reported"]
 SMALL = {"corpus": "ptb", "n_targets": 24, "k": [0, 1, 4, "all"], "shuffle_beyond": [2]}
@@ -86,12 +88,22 @@ def test_a_bidirectional_models_loss_depends_on_the_right_context(tiny_run):
     assert len(set(items)) == SMALL["n_targets"]  # one target per sentence
 
 
-@pytest.mark.parametrize("objective", ["electra", "mdlm"])
-def test_an_objective_without_per_token_losses_is_not_applicable(tiny_run, objective):
-    """electra has no score; mdlm's bound gives a token a share of an estimate, not a loss."""
-    result = Context(ContextOptions(**SMALL)).run(TrainedModel(tiny_run(objective)), seed=0)
+def test_an_objective_without_a_score_is_not_applicable(tiny_run):
+    result = Context(ContextOptions(**SMALL)).run(TrainedModel(tiny_run("electra")), seed=0)
     assert [r["value"] for r in result.rows if r["metric"] == NOT_APPLICABLE] == [1.0]
     assert not result.items
+
+
+def test_a_bound_is_read_by_its_per_token_variant(tiny_run):
+    """mdlm's bound gives a token a share of an estimate, not a loss: its pll variant is read."""
+    model = TrainedModel(tiny_run("mdlm"))
+    assert model.objective.score_kind == "bound" and per_token_score(model.objective) == "pll"
+    result = Context(ContextOptions(**SMALL)).run(model, seed=0)
+    assert not [r for r in result.rows if r["metric"] == NOT_APPLICABLE]
+    targets = sample_targets(model, Admission(model, "context", ContextOptions(**SMALL)), ContextOptions(**SMALL))
+    expected = -model.target_scores(targets.ids, targets.position, variant="pll")
+    np.testing.assert_allclose(_items(result, "loss_lall_rall"), expected, rtol=1e-5)
+    assert _items(result, "usable_information").mean() != 0.0
 
 
 def test_the_report_draws_each_arms_grid_in_k_order():
