@@ -15,8 +15,10 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from objbench.objectives.base import IGNORE, Objective, ObjectiveBatch
+from objbench.harness.model import Encoder
+from objbench.objectives.base import IGNORE, ObjectiveBatch
 from objbench.objectives.mlm import MaskedLM
+from objbench.objectives.sampling import Sampling, iterative_fill
 
 
 def shift_targets(batch: ObjectiveBatch) -> ObjectiveBatch:
@@ -33,8 +35,8 @@ class MaskedNextTokenPrediction(MaskedLM):
     description = "masked next-token prediction (LLM2Vec): mlm's masking, token k predicted at the position before it"
     pooling = "mean"
     score_kind = "pseudo"
-    sampler = ""  # mlm's mask-predict reads each [MASK] at its own position; MNTP predicts it one to the left
-    sample = Objective.sample
+    sampler = ("mask-predict as mlm's, each masked token predicted at the position before it, for "
+               "`steps` steps")
 
     @property
     def score_method(self) -> str:  # type: ignore[override]
@@ -45,3 +47,7 @@ class MaskedNextTokenPrediction(MaskedLM):
 
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
         return shift_targets(super().score_rows(tokens))
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        return iterative_fill(encoder, prompts, length, how, gen, self.vocab, remask=True, shift=-1)

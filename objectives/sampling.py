@@ -44,18 +44,20 @@ def draw(logits: torch.Tensor, how: Sampling, gen: torch.Generator, vocab: Vocab
 
 
 def iterative_fill(encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling, gen: torch.Generator,
-                   vocab: Vocab, remask: bool) -> torch.Tensor:
+                   vocab: Vocab, remask: bool, shift: int = 0) -> torch.Tensor:
     """Continuations ``(B, length)`` of ``prompts`` ``(B, N)`` from ``length`` ``[MASK]`` tokens
     after the prompt, read bidirectionally, in ``how.steps`` steps. Without ``remask`` (masked
     diffusion) each step reveals an equal share of the masked positions, chosen at random, and
     a revealed token stays; with ``remask`` (mask-predict) each step predicts every masked
-    position, then masks again the least confident of all, fewer each step."""
+    position, then masks again the least confident of all, fewer each step. A masked token is
+    predicted ``shift`` positions from its own (MNTP: -1, from the position before it)."""
     B, N = prompts.shape
+    start = N + 1 + shift  # +1: the [CLS] in front
     seq = torch.cat([prompts, torch.full((B, length), vocab["[MASK]"], device=prompts.device)], 1)
     masked = torch.ones(B, length, dtype=torch.bool, device=prompts.device)
     confidence = torch.zeros(B, length, device=prompts.device)
     for step in range(how.steps):
-        hidden = encoder(with_cls(seq, vocab["[CLS]"]), "bidirectional")[:, N + 1:]
+        hidden = encoder(with_cls(seq, vocab["[CLS]"]), "bidirectional")[:, start:start + length]
         tokens, probs = draw(encoder.logits(hidden[masked]), how, gen, vocab)
         if remask:
             seq[:, N:][masked], confidence[masked] = tokens, probs

@@ -11,6 +11,8 @@ from the run's seed. An objective without a sampler gets one diagnostic row,
 * ``distinct_1`` / ``_2`` (pooled): distinct n-grams over all n-grams of all continuations;
 * ``js_unigram`` / ``js_bigram`` (pooled): Jensen-Shannon divergence (nats) of the continuations'
   unigram / bigram distribution from the true continuations';
+* a pooled metric's per-prompt values are its jackknife pseudo-values (`jackknife`), so arms
+  pair prompt by prompt as for the others; its row is their mean, the jackknife estimate;
 * ``judge_perplexity`` (per prompt, with ``judge``: any run folder): the perplexity of each
   continuation given its prompt under that run's own scoring, the judge named in ``pooling``.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +136,33 @@ def js_divergence(texts: np.ndarray, reference: np.ndarray, n: int) -> float:
     return float(jensenshannon([a[g] for g in support], [b[g] for g in support]) ** 2)
 
 
+def jackknife(statistic: Callable[[np.ndarray], float], n: int) -> np.ndarray:
+    """Per-prompt values of a statistic pooled over ``n`` prompts (``statistic`` takes the prompts'
+    indices): the jackknife pseudo-values n S(all) - (n - 1) S(all but i). Their mean is the
+    jackknife estimate of S and their spread its standard error (Efron & Stein 1981); for a
+    mean over prompts they are the prompts' own values."""
+    everything = np.arange(n)
+    left_out = np.array([statistic(np.delete(everything, i)) for i in range(n)])
+    return n * statistic(everything) - (n - 1) * left_out
+
+
 def add_text_rows(result: TaskResult, samples: np.ndarray, truths: np.ndarray, ids: list[str]) -> None:
-    """Repetition per prompt, distinct-n and divergence pooled; the true continuations' values beside."""
+    """Repetition per prompt, distinct-n and divergence pooled (as jackknife pseudo-values); the
+    true continuations' values beside."""
     for baseline, texts in ((None, samples), (TRUTH, truths)):
         for n in (2, 3):
-            values = np.array([repetition(t.tolist(), n) for t in texts])
-            result.add(f"repetition_{n}", values.mean(), len(values), higher_is_better=False, baseline=baseline)
-            result.add_items(f"repetition_{n}", None, ids, values, baseline=baseline)
+            _add(result, f"repetition_{n}", np.array([repetition(t.tolist(), n) for t in texts]), ids, baseline)
         for n in (1, 2):
-            result.add(f"distinct_{n}", distinct(texts, n), len(texts), baseline=baseline)
-    result.add("js_unigram", js_divergence(samples, truths, 1), len(ids), higher_is_better=False)
-    result.add("js_bigram", js_divergence(samples, truths, 2), len(ids), higher_is_better=False)
+            _add(result, f"distinct_{n}", jackknife(lambda k: distinct(texts[k], n), len(ids)), ids, baseline,
+                 higher_is_better=True)
+    for n, name in ((1, "js_unigram"), (2, "js_bigram")):
+        _add(result, name, jackknife(lambda k: js_divergence(samples[k], truths[k], n), len(ids)), ids, None)
+
+
+def _add(result: TaskResult, metric: str, values: np.ndarray, ids: list[str], baseline: str | None,
+         higher_is_better: bool = False) -> None:
+    result.add(metric, float(values.mean()), len(values), higher_is_better=higher_is_better, baseline=baseline)
+    result.add_items(metric, None, ids, values, baseline=baseline)
 
 
 def add_judge_rows(result: TaskResult, model: TrainedModel, prompts: np.ndarray, texts: dict[str | None, np.ndarray],

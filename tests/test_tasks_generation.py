@@ -13,8 +13,8 @@ import torch
 from objbench.harness.reading import TrainedModel
 from objbench.objectives.sampling import Sampling, draw
 from objbench.tasks.base import SAMPLING_NOT_APPLICABLE
-from objbench.tasks.generation import (SAMPLES_FILE, Generation, GenerationOptions, distinct, js_divergence,
-                                       repetition)
+from objbench.tasks.generation import (SAMPLES_FILE, Generation, GenerationOptions, distinct, jackknife,
+                                       js_divergence, repetition)
 from tests.helpers import tiny_vocab
 
 GREEDY = Sampling(temperature=1.0, top_p=1e-6, steps=4)  # the nucleus holds the likeliest token only
@@ -28,6 +28,16 @@ def test_text_metrics_by_hand():
     same = np.array([[1, 2, 3], [3, 2, 1]])
     assert js_divergence(same, same[::-1], 1) == pytest.approx(0.0, abs=1e-12)
     assert js_divergence(np.array([[1, 1]]), np.array([[2, 2]]), 1) == pytest.approx(math.log(2))
+
+
+def test_jackknife_pseudo_values():
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0])
+    np.testing.assert_allclose(jackknife(lambda k: x[k].mean(), 5), x)  # a mean: the values themselves
+    # the plug-in variance (divide by n) is biased; the jackknife's estimate is the unbiased one
+    assert jackknife(lambda k: x[k].var(), 5).mean() == pytest.approx(x.var(ddof=1))
+    texts = np.array([[1, 2, 3], [1, 2, 4], [5, 6, 7]])
+    pseudo = jackknife(lambda k: distinct(texts[k], 1), 3)
+    assert pseudo[2] > pseudo[0]  # the prompt sharing no token with the others adds the most diversity
 
 
 def test_draw_never_picks_a_special_token_and_top_p_keeps_the_nucleus():
@@ -75,7 +85,22 @@ def test_suffix_infilling_samples_what_the_infilling_rows_predict(tiny_run):
         assert logits[at].argmax(-1).view(len(seq), -1).tolist() == out.tolist()
 
 
-@pytest.mark.parametrize("objective", ["clm", "masked-ar", "mlm", "mdlm"])
+def test_mntp_predicts_each_masked_token_at_the_position_before_it(tiny_run):
+    """Greedy, one step: every continuation token is the argmax one position to the left of its [MASK]."""
+    model = TrainedModel(tiny_run("mntp"))
+    prompts, n = _prompts(model), 6
+    with torch.no_grad():
+        out = model.objective.sample(model.model, prompts, n, Sampling(top_p=1e-6, steps=1),
+                                     torch.Generator().manual_seed(0))
+        masks = torch.full((len(prompts), n), model.vocab["[MASK]"])
+        x = torch.cat([torch.full((len(prompts), 1), model.vocab["[CLS]"]), prompts, masks], 1)
+        logits = model.model.logits(model.model(x, "bidirectional"))
+        logits[..., model.vocab.special_ids] = -math.inf
+    start = prompts.shape[1]  # the position before the first [MASK] (at start + 1)
+    assert logits[:, start:start + n].argmax(-1).tolist() == out.tolist()
+
+
+@pytest.mark.parametrize("objective", ["clm", "masked-ar", "mlm", "mntp", "mdlm"])
 def test_every_sampler_fills_the_continuation_from_its_seed(tiny_run, objective):
     model = TrainedModel(tiny_run(objective))
     assert model.objective.sampler
@@ -97,6 +122,9 @@ def test_the_task_rows_samples_and_judge(tiny_run):
     assert {"repetition_2", "repetition_3", "distinct_1", "distinct_2", "js_unigram", "js_bigram",
             "repetition_2@true-continuation", "judge_perplexity@true-continuation"} <= {m for m, _ in rows}
     assert rows["judge_perplexity", reading]["value"] > 1 and rows["judge_perplexity", reading]["n"] == 6
+    for metric in ("distinct_2", "js_unigram", "js_bigram"):  # pooled metrics pair by prompt too
+        values = [i["value"] for i in result.items if i["metric"] == metric]
+        assert len(values) == 6 and np.mean(values) == pytest.approx(rows[metric, None]["value"])
     samples = [json.loads(line) for line in (model.run_dir / SAMPLES_FILE).read_text().splitlines()]
     assert len(samples) == 6 and all(s["prompt"] and s["sample"] and s["truth"] for s in samples)
     # one item's perplexity by hand: the judge's next-token log-probabilities of the continuation
@@ -115,5 +143,5 @@ def test_the_task_rows_samples_and_judge(tiny_run):
 
 
 def test_an_objective_without_a_sampler_is_not_applicable(tiny_run):
-    result = Generation(GenerationOptions(**SMALL)).run(TrainedModel(tiny_run("mntp")), seed=0)
+    result = Generation(GenerationOptions(**SMALL)).run(TrainedModel(tiny_run("electra")), seed=0)
     assert [(r["metric"], r["value"]) for r in result.rows] == [(SAMPLING_NOT_APPLICABLE, 1.0)]
