@@ -36,10 +36,12 @@ from torch import nn
 
 from objbench.harness.config import ModelConfig, validate
 from objbench.harness.errors import ConfigError
+from objbench.harness.model import Encoder
 from objbench.harness.registry import OBJECTIVES
 from objbench.objectives import draws
 from objbench.objectives.base import (Loss, Objective, ObjectiveBatch, Options, Part, Predictions, Vocab,
                                       collate)
+from objbench.objectives.sampling import Sampling
 
 COMPOSITES = ("mixture", "schedule")  # registered names; a component cannot be one of them
 
@@ -231,6 +233,22 @@ def build_component(spec: Component, vocab: Vocab) -> Objective:
     return cls(cls.Options.model_validate(spec.options), vocab)
 
 
+class ModeMarked:
+    """An encoder that reads a mode token wherever a row starts with ``[CLS]``, so that a
+    component's sampler, which builds its own rows, sees the mode token its rows trained with."""
+
+    def __init__(self, encoder: Encoder, cls_id: int, mode_id: int) -> None:
+        self.encoder, self.cls_id, self.mode_id = encoder, cls_id, mode_id
+
+    def __call__(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        ids = input_ids.clone()
+        ids[ids[:, 0] == self.cls_id, 0] = self.mode_id
+        return self.encoder(ids, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # logits, the embeddings: the encoder's own
+        return getattr(self.encoder, name)
+
+
 class Composite(Objective):
     """What mixtures and schedules share: components, reading rules taken from the components
     the options name, and loss, targets, FLOPs, predictions and visibility computed share by
@@ -273,6 +291,33 @@ class Composite(Objective):
 
     def score_rows(self, tokens: torch.Tensor) -> ObjectiveBatch:
         return self.marked(self.score_name, self.components[self.score_name].score_rows(tokens))
+
+    @property
+    def score_variants(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The other components that score sentences, by name: a GPT-BERT mixture scored by its
+        masked component is also read as the causal LM it trained."""
+        return tuple(n for n, c in self.components.items() if n != self.score_name and c.score_kind != "none")
+
+    def scoring(self, variant: str) -> "Composite":
+        """This composite scored (and sampled) by component ``variant`` instead."""
+        self._check_variant(variant)
+        now = copy.copy(self)
+        now.score_name = variant
+        return now
+
+    @property
+    def sampler(self) -> str:  # type: ignore[override]
+        """The score component generates (with its mode token, if it has one)."""
+        own = self.components[self.score_name].sampler
+        return f"{self.score_name}'s: {own}" if own else ""
+
+    def sample(self, encoder: Encoder, prompts: torch.Tensor, length: int, how: Sampling,
+               gen: torch.Generator) -> torch.Tensor:
+        if not self.sampler:
+            return super().sample(encoder, prompts, length, how, gen)
+        if self.score_name in self.modes:
+            encoder = ModeMarked(encoder, self.vocab["[CLS]"], self.modes[self.score_name])
+        return self.components[self.score_name].sample(encoder, prompts, length, how, gen)
 
     def marked(self, name: str, batch: ObjectiveBatch) -> ObjectiveBatch:
         """``batch`` with component ``name``'s mode token, if it has one, in place of each row's
@@ -427,19 +472,3 @@ class Schedule(Composite):
         values = {o: spec.options[o] + (v - spec.options[o]) * frac for o, v in spec.ramp.items()}
         cls = OBJECTIVES.get(spec.objective)
         return cls(cls.Options.model_validate({**spec.options, **values}), self.vocab), values
-
-
-def phase_use(rows: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, float]]:
-    """What each phase of a schedule used on every budget axis (``steps``, ``tokens``,
-    ``targets``, ``flops``), from a run's metrics rows: each step's line holds its phase and
-    the counters after the step, so a phase's use is the sum of its steps' increments."""
-    use = {name: dict.fromkeys(("steps", "tokens", "targets", "flops"), 0.0) for name in names}
-    before = {"step": 0, "tokens": 0, "targets": 0, "flops": 0.0}
-    for row in rows:
-        if "phase" in row:
-            phase = use[names[int(row["phase"])]]
-            phase["steps"] += row["step"] - before["step"]
-            for axis in ("tokens", "targets", "flops"):
-                phase[axis] += row[axis] - before[axis]
-        before = row
-    return use

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -15,6 +17,7 @@ SUMMARY_COLUMNS = [
 NOISE_COLUMNS = [*KEY, "noise_sd", "dof", "n_arms"]
 BUDGET_COLUMNS = ["arm", "runs", "steps", "tokens", "targets", "flops", "epoch", "unique_tokens",
                   "final_budget", "of_budget"]
+PHASE_COLUMNS = ["arm", "phase", "runs", *AXIS_COLUMN, "of_flops"]
 
 
 def final_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -80,6 +83,35 @@ def budget_used(data: StudyData) -> pd.DataFrame:
             "of_budget": reached / data.budget_value,
         })
     return pd.DataFrame(records, columns=BUDGET_COLUMNS)
+
+
+def phase_use(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """What each phase of one schedule run used on every budget axis, one row per phase in
+    order: each step's line holds its phase and the counters after the step, so a phase's use
+    is the sum of its steps' increments."""
+    counters = list(AXIS_COLUMN.values())
+    rows = metrics.sort_values("step", kind="stable")
+    steps = rows[counters].diff().fillna(rows[counters])[rows["phase"].notna()]
+    used = steps.groupby(rows["phase"].dropna().astype(int)).sum().reindex(range(len(names)), fill_value=0)
+    return used.rename(columns={c: a for a, c in AXIS_COLUMN.items()}).reset_index(drop=True).assign(phase=names)
+
+
+def phase_budget(data: StudyData) -> pd.DataFrame:
+    """Per schedule arm and phase, the budget used on every axis (mean over its finished runs)
+    and the phase's share of the run's FLOPs: phases switch at budget fractions on one axis,
+    so their use on the others is what a reader needs to compare them honestly."""
+    done = data.runs[(data.runs["state"] == "done") & (data.runs["objective"] == "schedule")]
+    if done.empty or "phase" not in data.metrics:
+        return pd.DataFrame(columns=PHASE_COLUMNS)
+    parts = []
+    for run in done.itertuples():
+        phases = json.loads(run.options)["phases"]
+        curve = data.metrics[(data.metrics["arm"] == run.arm) & (data.metrics["seed"] == run.seed)]
+        parts.append(phase_use(curve, [p["name"] or p["objective"] for p in phases]).assign(arm=run.arm))
+    use = pd.concat(parts).groupby(["arm", "phase"], sort=False)
+    table = use[list(AXIS_COLUMN)].mean().assign(runs=use.size()).reset_index()
+    table["of_flops"] = table["flops"] / table.groupby("arm")["flops"].transform("sum")
+    return table[PHASE_COLUMNS]
 
 
 def _mean_of(frame: pd.DataFrame, column: str) -> float:

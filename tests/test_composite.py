@@ -6,19 +6,26 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from objbench.harness.config import RunConfig, apply_overrides, validate
 from objbench.harness.errors import ConfigError, ObjbenchError
+from objbench.harness.reading import TrainedModel
 from objbench.harness.registry import OBJECTIVES
 from objbench.harness.study import load_study
 from objbench.harness.trainer import Trainer, checked, resolve
 from objbench.objectives.base import token_loss
-from objbench.objectives.composite import phase_use, row_counts
+from objbench.reports.aggregate import phase_use
+from objbench.objectives.composite import row_counts
 from objbench.objectives.contract import build, check_objective
 from objbench.objectives.contract import random_blocks as contract_blocks
 from objbench.objectives.draws import RowGenerator
+from objbench.objectives.sampling import Sampling
+from objbench.tasks.base import TaskResult
+from objbench.tasks.zero_shot import minimal_pairs
 from tests.conftest import TINY
 from tests.helpers import make_objective, random_blocks
 from tests.test_contract_catches import LeakyMLM
@@ -176,6 +183,43 @@ def test_reading_rules_default_to_the_largest_weight_and_can_be_named():
     assert torch.equal(causal.score_rows(torch.arange(10, 15)).targets, mix.components["clm"].score_rows(torch.arange(10, 15)).targets)
 
 
+def test_a_composite_is_also_scored_by_each_other_component(tiny_run):
+    """GPT-BERT read both ways in one run: its masked score, and its causal one as a variant,
+    which zero-shot tasks report as their own rows (the component named in ``pooling``)."""
+    model = TrainedModel(tiny_run("mixture"))
+    assert (model.objective.score_kind, model.objective.score_variants) == ("pseudo", ("clm",))
+    causal = model.objective.scoring("clm")
+    assert (causal.score_kind, causal.score_variants, causal.score_method) == \
+        ("exact", ("mntp",), "clm's: " + causal.components["clm"].score_method)
+    sentences = ["the market fell", "shares of the bank rose"]
+    as_clm = TrainedModel(tiny_run("mixture"))
+    as_clm.objective = as_clm.objective.components["clm"]  # the causal component read on its own
+    np.testing.assert_allclose(model.score(sentences, variant="clm")[0], as_clm.score(sentences)[0], rtol=1e-6)
+    result = TaskResult("pairs")
+    minimal_pairs(result, model, sentences, ["fell market the", "rose bank the of shares"], ["a", "a"],
+                  ["p1", "p2"], variants=True)
+    assert {r["pooling"] for r in result.rows if r["metric"] == "acc_sum" and r["group"] is None} == {None, "clm"}
+
+
+def test_a_composite_samples_with_its_score_component_and_its_mode_token():
+    mix = build("mixture", {"components": MODES, "score": "extreme"})
+    assert mix.sampler == "extreme's: " + mix.components["extreme"].sampler
+    seen = []
+
+    class Spy(torch.nn.Module):  # records the rows the sampler feeds the encoder
+        def forward(self, ids, *args, **kwargs):
+            seen.append(ids[:, 0].tolist())
+            return torch.zeros(*ids.shape, 4)
+
+        def logits(self, hidden):
+            return torch.zeros(*hidden.shape[:-1], mix.vocab.size)
+
+    out = mix.sample(Spy(), torch.arange(10, 16).view(2, 3), 4, Sampling(steps=2), torch.Generator().manual_seed(0))
+    assert out.shape == (2, 4) and seen and all(first == [mix.vocab["[X]"]] * 2 for first in seen)
+    no_sampler = make_objective("mixture", components=[{"objective": "electra", "weight": 1}])
+    assert no_sampler.sampler == "" and no_sampler.score_variants == ()
+
+
 @pytest.mark.parametrize("options, message", [
     ({"components": [{"objective": "mlm", "weight": 1}, {"objective": "mlm", "weight": 1}]}, "give each a distinct"),
     ({"components": [{"objective": "mlm", "weight": 1}], "score": "clm"}, "score: 'clm' names no component"),
@@ -214,12 +258,12 @@ def test_a_schedule_switches_at_its_budget_fraction_on_every_axis(tmp_path, axis
         phases.append(r["phase"])
         before = {"steps": r["step"], **{k: r[k] for k in ("flops", "tokens", "targets")}}
     assert phases[0] == 0 and phases[-1] == 1
-    use = phase_use(rows, ["clm", "mlm"])
-    assert set(use) == {"clm", "mlm"}
+    use = phase_use(pd.DataFrame(rows), ["clm", "mlm"]).set_index("phase")
+    assert list(use.index) == ["clm", "mlm"]
     for key in ("steps", "tokens", "targets", "flops"):
         total = rows[-1]["step" if key == "steps" else key]
-        assert use["clm"][key] + use["mlm"][key] == pytest.approx(total)
-    assert use["clm"]["targets"] == use["clm"]["steps"] * 8 * 32  # causal: every position
+        assert use.loc["clm", key] + use.loc["mlm", key] == pytest.approx(total)
+    assert use.loc["clm", "targets"] == use.loc["clm", "steps"] * 8 * 32  # causal: every position
 
 
 def test_a_ramp_moves_the_option_linearly_over_its_phase(tmp_path):

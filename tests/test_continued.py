@@ -5,6 +5,7 @@ include their parents'."""
 from __future__ import annotations
 
 import json
+from itertools import takewhile
 
 import pytest
 import torch
@@ -95,6 +96,12 @@ def test_a_study_trains_parents_first_and_reports_the_child_on_the_whole_budget(
     kinds = {arm: json.loads((runs / arm / "seed0" / "status.json").read_text())["score_kind"]
              for arm in ("gpt-bert", "clm-then-mlm")}
     assert kinds == {"gpt-bert": "pseudo", "clm-then-mlm": "pseudo"}  # mntp's and mlm's scores
+    table = takewhile(lambda line: line.startswith("|"), lines[lines.index("### Budget by phase") + 2:])
+    phases = [line.split("|")[1:-1] for line in table if line.startswith("| clm-then-mlm |")]
+    schedule = metrics(runs / "clm-then-mlm" / "seed0")
+    assert [cells[1].strip() for cells in phases] == ["clm", "mlm"]  # the budget by phase, in order
+    assert sum(int(cells[2]) for cells in phases) == schedule[-1]["step"]
+    assert sum(float(cells[-1].strip(" %")) for cells in phases) == pytest.approx(100.0, abs=0.15)
 
 
 def test_a_child_s_hash_includes_its_parent_s(tmp_path):
