@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objbench.reports.aggregate import budget_used, final_rows, noise_floor, summarize
+from objbench.reports.aggregate import budget_used, final_rows, noise_floor, phase_budget, summarize
 from objbench.reports.compare import compare_to_reference
 from objbench.reports.document import Analysis, build_document
 from objbench.reports.export import write_tables
@@ -18,13 +18,14 @@ from objbench.reports.keys import primary_keys, unmatched_primary
 from objbench.reports.load import load_study
 from objbench.reports.maturity import assess
 from objbench.reports.render import to_html, to_markdown
+from objbench.reports.repetition import repetition_table
 from objbench.reports.stats import N_BOOT
 
 __all__ = ["build_report"]
 
 
 # what a reference copy holds: the report's text and the tables its numbers come from
-REFERENCE_TABLES = ("summary", "comparisons", "verdict")
+REFERENCE_TABLES = ("summary", "comparisons", "verdict", "repetition")
 
 
 def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT,
@@ -47,16 +48,20 @@ def build_report(study_dir: Path, *, seed: int = 0, n_boot: int = N_BOOT,
                      data.budget_axis, data.budget_value)
     figures, skipped = make_figures(data, final, summary, primary, study_dir / "figures")
     analysis = Analysis(data=data, summary=summary, comparisons=comparisons, noise=noise,
-                        budget=budget_used(data), primary=primary, verdict=verdict, figures=figures,
+                        budget=budget_used(data), primary=primary,
+                        repetition=repetition_table(data, primary), phases=phase_budget(data),
+                        verdict=verdict, figures=figures,
                         skipped_figures=skipped, notes=notes)
     blocks = build_document(analysis)
 
     tables = {"results": data.results, "summary": summary, "comparisons": comparisons,
               "noise_floor": noise, "verdict": verdict.checks}
+    if not analysis.repetition.empty:
+        tables["repetition"] = analysis.repetition
     written = write_tables(tables, study_dir)
     if reference is not None:
         reference.mkdir(parents=True, exist_ok=True)
-        write_tables({name: tables[name] for name in REFERENCE_TABLES}, reference)
+        write_tables({name: tables[name] for name in REFERENCE_TABLES if name in tables}, reference)
         (reference / "report.md").write_text(to_markdown(blocks, study_dir, figures=False), encoding="utf-8")
     for name, text in (("report.md", to_markdown(blocks, study_dir)),
                        ("report.html", to_html(blocks, f"objbench report: {data.name}"))):

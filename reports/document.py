@@ -71,6 +71,8 @@ class Analysis:
     noise: pd.DataFrame
     budget: pd.DataFrame
     primary: pd.DataFrame  # the primary result keys
+    repetition: pd.DataFrame  # capped arms against their own whole-split runs (data_caps)
+    phases: pd.DataFrame  # what each phase of a schedule arm used
     verdict: Verdict
     figures: list[SavedFigure]
     skipped_figures: list[str]  # one reason per figure that had no data
@@ -83,6 +85,8 @@ def build_document(analysis: Analysis) -> list[Block]:
         *_opening(analysis),
         *_verdict(analysis),
         *_primary(analysis),
+        *_phases(analysis),
+        *_repetition(analysis),
         *_runs_not_used(analysis.data),
         *_figures(analysis),
         *_samples(analysis),
@@ -240,6 +244,47 @@ def _budget_rows(budget: pd.DataFrame, arms: list[str]) -> list[dict]:
               if by_arm[axis].notna().any()]  # runs from before data use was logged lack the last two
     return [{"result": f"budget used: {names.get(axis, axis)}", "baselines": "",
              **{arm: cell(arm, axis) for arm in arms}} for axis in logged]
+
+
+def _phases(analysis: Analysis) -> list[Block]:
+    """What each phase of a schedule arm used, on every budget axis."""
+    table = analysis.phases
+    if table.empty:
+        return []
+    counts = {axis: table[axis].map(lambda v: f"{v:,.0f}") for axis in ("steps", "tokens", "targets")}
+    cells = pd.DataFrame({"arm": table["arm"], "phase": table["phase"], **counts,
+                          "flops": table["flops"].map(lambda v: f"{v:.3g}"),
+                          "share of the FLOPs": table["of_flops"].map(lambda v: f"{v:.1%}")})
+    return [Heading("Budget by phase", 3), Table(cells), Paragraph(
+        "Each schedule arm's use of the budget, phase by phase (mean over its finished runs): phases"
+        f" switch at fractions of the {analysis.data.budget_axis} budget, and a phase that reads fewer"
+        " targets per token (a masked phase) spends the same share of it on other amounts of data.")]
+
+
+def _repetition(analysis: Analysis) -> list[Block]:
+    """Under a data_caps sweep, each arm on a capped, repeated corpus against itself on fresh data."""
+    table = analysis.repetition
+    if table.empty:
+        return []
+    cells = pd.DataFrame({
+        "arm": table["arm"], "cap (unique tokens)": table["cap"].map(lambda c: f"{c:,.0f}"),
+        "versus": table["versus"],
+        "result": [describe(key) for key in table[KEY].to_dict("records")],
+        "epochs": table["epochs"].map(lambda e: f"{e:.3g}"),
+        "value at end": table["value"].map(lambda v: fmt(v, 3)),
+        "cost of repetition [95% CI]": [_value_ci(*r) for r in table[["cost", "cost_low", "cost_high"]].to_numpy()],
+        "p (Holm)": table["p_holm"].map(fmt_p),
+        "gain in the 2nd half [95% CI]": [_value_ci(*r) for r in table[["late_gain", "late_low", "late_high"]].to_numpy()],
+        "best at epoch": table["best_epoch"].map(lambda e: fmt(e, 3)),
+    })
+    return [Heading("Repeated data against fresh data", 2), Table(cells), Paragraph(
+        "Each arm on a capped corpus, repeated for 'epochs' passes, against the same arm on its"
+        " largest cap ('versus'; '-all' is the whole split) at the same budget. Cost: how much worse the capped"
+        " run ends, paired over seeds, in the result's own units, positive = worse (0: repeated data was"
+        " worth as much as fresh data); Holm's correction over this table's costs. Gain in the 2nd half:"
+        " how much the last half of the budget improved the result, positive = better (near 0 or"
+        " below: more passes stopped helping). Best at epoch: where each run's value was best, mean"
+        " over seeds (the last epoch: still improving when the budget ran out).")]
 
 
 def _runs_not_used(data: StudyData) -> list[Block]:
