@@ -20,6 +20,7 @@ REPETITION_COLUMNS = [
     "arm", "cap", "capped_arm", "versus", *KEY, "higher_is_better", "n_seeds", "epochs", "value",
     "cost", "cost_low", "cost_high", "p", "p_holm", "late_gain", "late_low", "late_high", "best_epoch",
 ]
+HALF_TOLERANCE = 0.02  # of the budget: how far from its middle a point still counts as half-way
 VAL_LOSS = {"task": "val_loss", "metric": "loss", "split": "validation", "layer": NO_LAYER, "pooling": "", "group": ""}
 
 
@@ -81,7 +82,8 @@ def _per_run(rows: pd.DataFrame, key: dict, arm: str) -> pd.DataFrame:
     records = {}
     for seed, run in part.groupby("seed"):
         end = run["budget_value"].max()
-        half = run.loc[np.isclose(run["budget_value"], end / 2), "value"]
+        # evaluation points land a part of a step past their fraction of a FLOPs or tokens budget
+        half = run.loc[(run["budget_value"] - end / 2).abs() <= HALF_TOLERANCE * end, "value"]
         best = run["value"].idxmax() if bool(run["higher_is_better"].iloc[0]) else run["value"].idxmin()
         records[seed] = {"final": run["value"].iloc[-1], "epochs": run["epoch"].iloc[-1],
                          "late_gain": run["value"].iloc[-1] - half.iloc[0] if len(half) else np.nan,
