@@ -83,7 +83,9 @@ def _study(args: argparse.Namespace) -> None:
 
     study = load_study(Path(args.study))
     if args.action == "validate":
-        print(f"{args.study}: valid ({len(study.arms)} arms x {len(study.seeds)} seeds)")
+        caps = f" x {len(study.data_caps)} data caps" if study.data_caps else ""
+        print(f"{args.study}: valid ({len(study.arms)} arms{caps} x {len(study.seeds)} seeds: "
+              f"{len(study.run_configs())} runs)")
         return
     ok = run_study(study, Path(args.out) if args.out else None, shard=args.shard)
     if not ok:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from objbench.harness.blocks import SeenBlocks, batch_rows
+from objbench.harness.cli import main
 from objbench.harness.config import capped_arm
 from objbench.harness.data import cap_documents
 from objbench.harness.errors import ConfigError
@@ -66,7 +67,7 @@ def test_a_capped_run_repeats_its_data_in_epochs_and_resumes_bit_identical(tmp_p
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
-def test_a_study_sweeps_data_caps_without_copying_arms(tmp_path):
+def test_a_study_sweeps_data_caps_without_copying_arms(tmp_path, capsys):
     spec = {
         "name": "caps", "reference": "clm", "seeds": [0], "budget": {"steps": 6},
         "arms": [{"name": "clm", "objective": "clm"}], "data_caps": [None, 3000],
@@ -76,6 +77,8 @@ def test_a_study_sweeps_data_caps_without_copying_arms(tmp_path):
         "tasks": {"agreement": {"max_per_phenomenon": 4}},
     }
     (tmp_path / "caps.yaml").write_text(yaml.safe_dump(spec))
+    main(["study", "validate", str(tmp_path / "caps.yaml")])
+    assert capsys.readouterr().out.endswith("valid (1 arms x 2 data caps x 1 seeds: 2 runs)\n")
     study = load_study(tmp_path / "caps.yaml")
     runs = study.run_configs()
     assert [(arm.name, cfg.data.unique_tokens) for arm, cfg in runs] == [("clm-all", None), ("clm-3k", 3000)]
