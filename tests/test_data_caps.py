@@ -51,8 +51,9 @@ def test_unique_blocks_seen_replay_from_the_seed():
     assert seen.count == 50
 
 
-def test_a_capped_run_repeats_its_data_in_epochs_and_resumes_bit_identical(tmp_path):
-    cfg = config("mlm", "data.unique_tokens=2000", "budget.steps=12", "train.checkpoint_every=1")
+@pytest.mark.parametrize("objective", ["mlm", "mixture", "schedule"])  # composites: their defaults
+def test_a_capped_run_repeats_its_data_in_epochs_and_resumes_bit_identical(tmp_path, objective):
+    cfg = config(objective, "data.unique_tokens=2000", "budget.steps=12", "train.checkpoint_every=1")
     Trainer(cfg, tmp_path / "full", progress=False).run()
     rows = metrics(tmp_path / "full")
     last = rows[-1]
