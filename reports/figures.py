@@ -279,8 +279,9 @@ def _data_use(data: StudyData, primary: pd.DataFrame, palette: dict) -> Drawn | 
     curves = data.metrics.merge(data.runs.loc[data.runs["state"] == "done", ["arm", "seed"]])
     if not data.config.get("data_caps") or "epoch" not in curves:
         return "the study sweeps no data caps (data_caps)"
-    curves = _with_labels(curves.dropna(subset=["val_loss", "epoch"]))
+    curves = _at_mean_epochs(_with_labels(curves.dropna(subset=["val_loss", "epoch"]).query("epoch > 0")))
     probes = _with_labels(data.done_results.merge(primary, on=list(primary.columns)).dropna(subset=["epoch"]))
+    probes = pd.concat([probes.iloc[:0], *(_at_mean_epochs(_key_rows(probes, k)) for k in primary.to_dict("records"))])
     objectives = sorted(curves["objective"].astype(str).unique())
     keys = primary.to_dict("records")
     figure, axes = _panels(len(objectives) * (1 + len(keys)))
@@ -300,10 +301,21 @@ def _data_use(data: StudyData, primary: pd.DataFrame, palette: dict) -> Drawn | 
                 _result_series(f"{objective}: {describe(key)}", rows, series)
             ax.set_title(_title(f"{objective}: {describe(key)}"), fontsize="small")
             ax.set_ylabel(_label(key["metric"]))
+    for ax in axes:
+        ax.set_xscale("log")  # caps differ in epochs by orders of magnitude
     _legend_outside(figure, axes)
     return Drawn(figure, "Under a cap on unique training data, each objective's validation loss and"
-                 " primary results against the passes it made over that data (one line per arm and"
-                 " cap; band: ±1 sd for the loss, 95% interval of the mean for the results).", series)
+                 " primary results against the passes it made over that data, on a log scale (one"
+                 " line per arm and cap; band: ±1 sd for the loss, 95% interval of the mean for the"
+                 " results).", series)
+
+
+def _at_mean_epochs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each run's k-th evaluation placed at the mean epoch of the arm's k-th evaluations: a
+    FLOPs budget's points land a step apart from seed to seed, and unaligned seeds would be
+    drawn as a zigzag instead of a mean with its band."""
+    point = rows.sort_values("step", kind="stable").groupby(["arm", "seed"]).cumcount()
+    return rows.assign(epoch=rows.groupby([rows["arm"], point])["epoch"].transform("mean"))
 
 
 def _phenomena(summary: pd.DataFrame) -> Drawn | str:
