@@ -43,6 +43,7 @@ def compare_to_reference(
         ]
     final = final[is_model_result(final)]
     item_sets = _item_sets(final, items, notes)
+    partial: dict[tuple[str, str], list[tuple[int, int]]] = {}
     by_key = {keys: group.set_index("seed")["value"]
               for keys, group in final[final["arm"] == reference].groupby(KEY)}
     records = []
@@ -56,7 +57,7 @@ def compare_to_reference(
             notes.append(f"{arm} vs {reference}, {'/'.join(map(str, keys))}: no common seeds")
             continue
         key = dict(zip(KEY, keys))
-        matrix = _item_matrix(item_sets, key, arm, reference, seeds, notes)
+        matrix = _item_matrix(item_sets, key, arm, reference, seeds, partial)
         if matrix is None:
             test = paired_t_test(arm_values[seeds].to_numpy() - ref_values[seeds].to_numpy())
             n_items, paired_over = 0, "seeds"
@@ -69,7 +70,19 @@ def compare_to_reference(
                                test, n_items, paired_over))
     table = pd.DataFrame(records, columns=COMPARISON_COLUMNS)
     table["primary"] = mark_primary(table, primary)
-    return _correct(table, alpha), notes
+    return _correct(table, alpha), notes + _partial_notes(partial, reference)
+
+
+def _partial_notes(partial: dict[tuple[str, str], list[tuple[int, int]]], reference: str) -> list[str]:
+    """One note per arm and task whose comparisons used only the items every run scored
+    (a sentence cut to another length gets another target, so another item id)."""
+    notes = []
+    for (arm, task), counts in sorted(partial.items()):
+        used = sorted({kept for kept, _ in counts})
+        span = f"{used[0]}" if len(used) == 1 else f"{used[0]}-{used[-1]}"
+        notes.append(f"{arm} vs {reference}, {task}: {len(counts)} results compared on the {span} of"
+                     f" {max(total for _, total in counts)} items that every run of both arms scored")
+    return notes
 
 
 def _record(arm: str, reference: str, key: dict, group: pd.DataFrame, arm_values: pd.Series,
@@ -140,18 +153,19 @@ def _check_against_results(table: pd.DataFrame, final: pd.DataFrame, item_key: t
 
 
 def _item_matrix(item_sets: dict, key: dict, arm: str, reference: str, seeds: list[int],
-                 notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Seed x item arrays of both arms over the items every run scored, or None."""
+                 partial: dict[tuple[str, str], list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seed x item arrays of both arms over the items every run scored, or None; a result
+    whose runs scored different items is counted in ``partial`` under (arm, task)."""
     table = item_sets.get(tuple(key[k] for k in ITEM_KEY)) if key["group"] == "" else None
     if table is None:
         return None
     wanted = pd.MultiIndex.from_product([[arm, reference], seeds])
     if not wanted.isin(table.index).all():
         return None
-    block = table.loc[wanted].dropna(axis=1)
-    if block.shape[1] < table.loc[wanted].shape[1]:
-        notes.append(f"{arm} vs {reference}, {'/'.join(str(key[k]) for k in ITEM_KEY)}:"
-                     f" {block.shape[1]} of {table.shape[1]} items scored in every run are used")
+    scored = table.loc[wanted].dropna(axis=1, how="all")  # items some run of the two arms scored
+    block = scored.dropna(axis=1)
+    if block.shape[1] < scored.shape[1]:
+        partial.setdefault((arm, key["task"]), []).append((block.shape[1], scored.shape[1]))
     if block.shape[1] < 2:
         return None
     values = block.to_numpy()

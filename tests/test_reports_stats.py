@@ -130,6 +130,20 @@ def test_planted_difference_is_significant_and_identical_arms_are_not():
     np.testing.assert_allclose(table["p_holm"], holm(table["p"].to_numpy()))
 
 
+def test_items_not_scored_by_every_run_are_left_out_and_summed_up_in_one_note_per_arm_and_task():
+    results, items = _study_rows(np.random.default_rng(5))
+    second = results.assign(metric="acc2")  # another result of the same task and items
+    items = pd.concat([items, items.assign(metric="acc2")])
+    # one run of "better" scored another item in place of i0 (as a sentence cut to another length)
+    moved = (items["arm"] == "better") & (items["seed"] == 1) & (items["item"] == "i0")
+    items.loc[moved, "item"] = "i0-other"
+    table, notes = compare_to_reference(pd.concat([results, second]), items, "ref", PRIMARY)
+    assert notes == ["better vs ref, agreement: 2 results compared on the 499 of 501 items that every"
+                     " run of both arms scored"]
+    assert list(table.set_index(["arm", "metric"]).loc["better", "n_items"]) == [499, 499]
+    assert (table.set_index("arm").loc["same", "n_items"] == 500).all()
+
+
 def test_lower_is_better_names_the_arm_with_the_smaller_value():
     rows = pd.DataFrame({
         "arm": ["ref"] * 4 + ["new"] * 4, "seed": list(range(4)) * 2, "task": "cloze",
