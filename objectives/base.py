@@ -279,9 +279,13 @@ class Objective(ABC):
 
     def scoring(self, variant: str) -> "Objective":
         """This objective scoring sentences by ``variant``, one of `score_variants` (its reading
-        for score rows only: training is unchanged). Override with `score_variants`."""
+        for score rows only: training is unchanged). By default a variant is a value of the
+        objective's ``score`` option; one whose variants are something else overrides this."""
         self._check_variant(variant)
-        raise NotImplementedError(f"{type(self).__name__} declares score variants but no scoring()")
+        if "score" not in type(self.options).model_fields:
+            raise NotImplementedError(f"{type(self).__name__} declares score variants but has no `score` "
+                                      f"option and no scoring()")
+        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
 
     def _check_variant(self, variant: str) -> None:
         if variant not in self.score_variants:

@@ -77,10 +77,6 @@ class MaskedAutoregression(Objective):
             return ()
         return ("infill-each",) if self.options.score == "pll-word-l2r" else ("pll-word-l2r",)
 
-    def scoring(self, variant: str) -> "MaskedAutoregression":
-        self._check_variant(variant)
-        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
-
     @property
     def _joint_scoring(self) -> bool:
         o = self.options

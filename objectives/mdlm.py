@@ -77,10 +77,6 @@ class MaskedDiffusionLM(Objective):
     def score_variants(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(v for v in ("elbo", "pll") if v != self.options.score)
 
-    def scoring(self, variant: str) -> "MaskedDiffusionLM":
-        self._check_variant(variant)
-        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
-
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> ObjectiveBatch:
         o = self.options
         B, T = blocks.shape

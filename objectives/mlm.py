@@ -73,10 +73,6 @@ class MaskedLM(Objective):
     def score_variants(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(v for v in ("pll", "pll-word-l2r") if v != self.options.score)
 
-    def scoring(self, variant: str) -> "MaskedLM":
-        self._check_variant(variant)
-        return type(self)(self.options.model_copy(update={"score": variant}), self.vocab)
-
     @property
     def sees_own_target(self) -> bool:  # type: ignore[override]
         return self.options.p_keep > 0
