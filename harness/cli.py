@@ -83,9 +83,9 @@ def _study(args: argparse.Namespace) -> None:
 
     study = load_study(Path(args.study))
     if args.action == "validate":
-        caps = f" x {len(study.data_caps)} data caps" if study.data_caps else ""
-        print(f"{args.study}: valid ({len(study.arms)} arms{caps} x {len(study.seeds)} seeds: "
-              f"{len(study.run_configs())} runs)")
+        counts = [(len(study.arms), "arm"), (len(study.data_caps), "data cap"), (len(study.seeds), "seed")]
+        sizes = " x ".join(f"{n} {what}{'s' * (n != 1)}" for n, what in counts if n)
+        print(f"{args.study}: valid ({sizes}: {len(study.run_configs())} runs)")
         return
     ok = run_study(study, Path(args.out) if args.out else None, shard=args.shard)
     if not ok:

@@ -79,7 +79,7 @@ def test_a_study_sweeps_data_caps_without_copying_arms(tmp_path, capsys):
     }
     (tmp_path / "caps.yaml").write_text(yaml.safe_dump(spec))
     main(["study", "validate", str(tmp_path / "caps.yaml")])
-    assert capsys.readouterr().out.endswith("valid (1 arms x 2 data caps x 1 seeds: 2 runs)\n")
+    assert capsys.readouterr().out.endswith("valid (1 arm x 2 data caps x 1 seed: 2 runs)\n")
     study = load_study(tmp_path / "caps.yaml")
     runs = study.run_configs()
     assert [(arm.name, cfg.data.unique_tokens) for arm, cfg in runs] == [("clm-all", None), ("clm-3k", 3000)]
