@@ -206,7 +206,8 @@ def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
 
 
 def _not_scored(data: StudyData, arm: str, task: str) -> bool:
-    """Did ``task`` record that ``arm``'s objective has no score it can read (none, or a bound for `context`)?"""
+    """Did ``task`` record that ``arm``'s objective has no score it can read (none; for `context`, a bound
+    without an exact or pseudo variant)?"""
     done = data.done_results
     return bool(((done["arm"] == arm) & (done["task"] == task) & (done["metric"] == NOT_APPLICABLE)).any())
 

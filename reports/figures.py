@@ -382,7 +382,8 @@ def _context(summary: pd.DataFrame, palette: dict) -> Drawn | str:
     return Drawn(figure, "Context task: a held-out target's mean loss (nats, mean over seeds) with k"
                  " tokens kept on each side of it (left), and as one side grows while the other is kept"
                  " whole (right; band: 95% t interval over seeds, absent with one seed). Each objective"
-                 " scores by its own rule (exact, pseudo or a bound): read an arm against its own"
+                 " scores by its own rule (exact or pseudo; one scored by a bound is read by an exact or"
+                 " pseudo variant of its score): read an arm against its own"
                  " (0, 0) corner, not against another arm.", series)
 
 
