@@ -129,13 +129,12 @@ NO_PER_TOKEN_SCORE = "none"
 
 def per_token_score(objective: Objective) -> str | None:
     """The score a token's loss is read by: the objective's own (None) when it is exact or
-    pseudo, else its first score variant that is, else `NO_PER_TOKEN_SCORE` (module docstring)."""
+    pseudo, else its first score variant that is (a bound's), else `NO_PER_TOKEN_SCORE`
+    (module docstring)."""
     if objective.score_kind in PER_TOKEN_KINDS:
         return None
-    if objective.score_kind == "bound":
-        return next((v for v in objective.score_variants if objective.scoring(v).score_kind in PER_TOKEN_KINDS),
-                    NO_PER_TOKEN_SCORE)
-    return NO_PER_TOKEN_SCORE
+    return next((v for v in objective.score_variants if objective.scoring(v).score_kind in PER_TOKEN_KINDS),
+                NO_PER_TOKEN_SCORE)
 
 
 class Scorer:
