@@ -14,7 +14,7 @@ import pandas as pd
 from objbench import __version__
 from objbench.reports.compare import ALPHA
 from objbench.reports.figures import SavedFigure
-from objbench.reports.keys import arm_order, baselines_of, describe
+from objbench.reports.keys import arm_order, baselines_of, describe, key_rows
 from objbench.reports.load import KEY, NO_LAYER, StudyData
 from objbench.reports.maturity import Verdict
 from objbench.reports.samples import samples_table
@@ -185,8 +185,8 @@ def _primary(analysis: Analysis) -> list[Block]:
 
 def _primary_row(analysis: Analysis, key: dict, arms: list[str]) -> dict:
     summary, comparisons = analysis.summary, analysis.comparisons
-    mine = summary[(summary[KEY] == pd.Series(key)).all(axis=1)].set_index("arm")
-    tests = comparisons[(comparisons[KEY] == pd.Series(key)).all(axis=1)].set_index("arm")
+    mine = key_rows(summary, key).set_index("arm")
+    tests = key_rows(comparisons, key).set_index("arm")
     row = {"result": describe(key)}
     for arm in arms:
         if arm not in mine.index:

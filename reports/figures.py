@@ -20,7 +20,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from objbench.reports.keys import arm_order, base_metric, baseline_name, baselines_of, describe
+from objbench.reports.keys import arm_order, base_metric, baseline_name, baselines_of, describe, key_rows
 from objbench.reports.load import AXIS_COLUMN, NO_LAYER, StudyData
 
 # per-layer metrics drawn as curves, each with its baselines as reference lines
@@ -165,18 +165,14 @@ def _result_series(panel: str, rows: pd.DataFrame, series: list[dict]) -> None:
                        "arm": arm, "objective": objective})
 
 
-def _key_rows(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
-    return frame[(frame[list(key)] == pd.Series(key)).all(axis=1)]
-
-
 def _primary(summary: pd.DataFrame, primary: pd.DataFrame, palette: dict) -> Drawn | str:
-    keys = [k for k in primary.to_dict("records") if not _key_rows(summary, k).empty]
+    keys = [k for k in primary.to_dict("records") if not key_rows(summary, k).empty]
     if not keys:
         return "no primary result was reported"
     figure, axes = _panels(len(keys), width=3.8)
     series: list[dict] = []
     for ax, key in zip(axes, keys):
-        rows = _key_rows(summary, key)
+        rows = key_rows(summary, key)
         rows = rows.assign(order=rows["arm"].map(_label).map(list(palette).index)).sort_values("order")
         panel = describe(key)
         for position, row in enumerate(rows.itertuples()):
@@ -200,11 +196,11 @@ def _primary_vs_budget(data: StudyData, primary: pd.DataFrame, palette: dict) ->
     if rows["budget_value"].nunique() < 2:
         return "the primary results were evaluated at fewer than two budget points (probe_at)"
     rows = _with_labels(_aligned_x(rows, "budget_value"))
-    keys = [k for k in primary.to_dict("records") if not _key_rows(rows, k).empty]
+    keys = [k for k in primary.to_dict("records") if not key_rows(rows, k).empty]
     figure, axes = _panels(len(keys))
     series: list[dict] = []
     for ax, key in zip(axes, keys):
-        part, panel = _key_rows(rows, key), describe(key)
+        part, panel = key_rows(rows, key), describe(key)
         sns.lineplot(data=part, x="budget_value", y="value", hue="arm", hue_order=_present(palette, part),
                      palette=palette,
                      errorbar=("ci", 95), marker="o", ax=ax)
@@ -281,7 +277,7 @@ def _data_use(data: StudyData, primary: pd.DataFrame, palette: dict) -> Drawn | 
         return "the study sweeps no data caps (data_caps)"
     curves = _at_mean_epochs(_with_labels(curves.dropna(subset=["val_loss", "epoch"]).query("epoch > 0")))
     probes = _with_labels(data.done_results.merge(primary, on=list(primary.columns)).dropna(subset=["epoch"]))
-    probes = pd.concat([probes.iloc[:0], *(_at_mean_epochs(_key_rows(probes, k)) for k in primary.to_dict("records"))])
+    probes = pd.concat([probes.iloc[:0], *(_at_mean_epochs(key_rows(probes, k)) for k in primary.to_dict("records"))])
     objectives = sorted(curves["objective"].astype(str).unique())
     keys = primary.to_dict("records")
     figure, axes = _panels(len(objectives) * (1 + len(keys)))
@@ -294,7 +290,7 @@ def _data_use(data: StudyData, primary: pd.DataFrame, palette: dict) -> Drawn | 
         _result_series(f"{objective}: val_loss", part.assign(task="val_loss", metric="loss"), series)
         panels[0].set_title(_title(f"{objective}: validation loss"), fontsize="small")
         for ax, key in zip(panels[1:], keys):
-            rows = _key_rows(probes[probes["objective"] == objective], key)
+            rows = key_rows(probes[probes["objective"] == objective], key)
             if not rows.empty:
                 sns.lineplot(data=rows, x="epoch", y="value", hue="arm", hue_order=_present(palette, rows),
                              palette=palette, errorbar=("ci", 95), marker="o", ax=ax)

@@ -48,6 +48,11 @@ def primary_keys(config: dict) -> pd.DataFrame:
     return pd.DataFrame(records, columns=KEY).drop_duplicates(ignore_index=True)
 
 
+def key_rows(frame: pd.DataFrame, key: dict) -> pd.DataFrame:
+    """The rows of ``frame`` whose columns equal every part of ``key`` (a result key, or part of one)."""
+    return frame[(frame[list(key)] == pd.Series(key)).all(axis=1)]
+
+
 def mark_primary(frame: pd.DataFrame, primary: pd.DataFrame) -> pd.Series:
     """Bool per row of ``frame``: is its key one of the primary results?"""
     wanted = set(primary[KEY].itertuples(index=False, name=None))

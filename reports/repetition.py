@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from objbench.harness.config import capped_arm
-from objbench.reports.keys import mark_primary
+from objbench.reports.keys import key_rows, mark_primary
 from objbench.reports.load import KEY, NO_LAYER, StudyData
 from objbench.reports.stats import holm, paired_t_test, t_interval
 
@@ -38,26 +38,27 @@ def repetition_table(data: StudyData, primary: pd.DataFrame) -> pd.DataFrame:
     keys = pd.concat([pd.DataFrame([VAL_LOSS]), primary[KEY]], ignore_index=True)
     rows = data.done_results[mark_primary(data.done_results, keys)]
     widest = max(caps, key=lambda cap: np.inf if cap is None else cap)
+    results = [(key, key_rows(rows, key)) for key in keys.to_dict("records")]
     records = [
-        _record(rows, key, capped_arm(str(arm["name"]), cap), capped_arm(str(arm["name"]), widest),
+        _record(result, key, capped_arm(str(arm["name"]), cap), capped_arm(str(arm["name"]), widest),
                 str(arm["name"]), cap)
         for arm in data.config.get("arms", []) for cap in caps if cap != widest
-        for key in keys.to_dict("records")
+        for key, result in results if not result.empty
     ]
     table = pd.DataFrame([r for r in records if r is not None], columns=REPETITION_COLUMNS)
     table["p_holm"] = holm(table["p"].to_numpy()) if not table.empty else []
     return table
 
 
-def _record(rows: pd.DataFrame, key: dict, capped: str, whole: str, arm: str,
+def _record(result: pd.DataFrame, key: dict, capped: str, whole: str, arm: str,
             cap: int | None) -> dict | None:
-    """The comparison of ``capped`` with ``whole`` on one result key; None if either lacks it."""
-    mine = _per_run(rows, key, capped)
-    theirs = _per_run(rows, key, whole)
+    """The comparison of ``capped`` with ``whole`` on the rows of one result key; None if
+    either lacks it."""
+    higher = bool(result["higher_is_better"].iloc[0])
+    mine, theirs = _per_run(result, capped, higher), _per_run(result, whole, higher)
     seeds = sorted(set(mine.index) & set(theirs.index))
     if not seeds:
         return None
-    higher = bool(rows.loc[_matches(rows, key), "higher_is_better"].iloc[0])
     sign = -1.0 if higher else 1.0
     cost = paired_t_test(sign * (mine.loc[seeds, "final"] - theirs.loc[seeds, "final"]).to_numpy())
     late = (-sign * mine["late_gain"]).dropna().to_numpy()
@@ -71,20 +72,16 @@ def _record(rows: pd.DataFrame, key: dict, capped: str, whole: str, arm: str,
     }
 
 
-def _matches(rows: pd.DataFrame, key: dict) -> pd.Series:
-    return np.logical_and.reduce([rows[column] == key[column] for column in KEY])
-
-
-def _per_run(rows: pd.DataFrame, key: dict, arm: str) -> pd.DataFrame:
+def _per_run(result: pd.DataFrame, arm: str, higher: bool) -> pd.DataFrame:
     """Per seed of ``arm``: the final value, its epochs, the change over the second half of the
     budget (final minus halfway; NaN without a halfway point) and the epoch of the best value."""
-    part = rows[_matches(rows, key) & (rows["arm"] == arm)].sort_values("budget_value")
+    part = result[result["arm"] == arm].sort_values("budget_value")
     records = {}
     for seed, run in part.groupby("seed"):
         end = run["budget_value"].max()
         # evaluation points land a part of a step past their fraction of a FLOPs or tokens budget
         half = run.loc[(run["budget_value"] - end / 2).abs() <= HALF_TOLERANCE * end, "value"]
-        best = run["value"].idxmax() if bool(run["higher_is_better"].iloc[0]) else run["value"].idxmin()
+        best = run["value"].idxmax() if higher else run["value"].idxmin()
         records[seed] = {"final": run["value"].iloc[-1], "epochs": run["epoch"].iloc[-1],
                          "late_gain": run["value"].iloc[-1] - half.iloc[0] if len(half) else np.nan,
                          "best_epoch": run.loc[best, "epoch"]}
