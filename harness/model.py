@@ -4,11 +4,14 @@ The model has no notion of an objective: the attention pattern arrives with the 
 ("bidirectional", "causal", or a boolean mask) and decides whether it behaves as BERT, GPT,
 a prefix LM or a blank-infilling model. The LM head is applied only where a caller asks
 (sparse prediction), so objectives that predict 15% of positions pay for 15%; for the same
-reason the last block computes its queries, output projection and feed-forward only at the
-positions whose output is asked for (``Encoder.forward(..., at=...)``).
+reason the last block computes its output projection and feed-forward (and, when no row of
+the batch wants more than half its positions, its queries) only at the positions whose
+output is asked for (``Encoder.forward(..., at=...)``, `last_block_queries`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,22 @@ from torch import nn
 from objbench.harness.config import ModelConfig
 
 Attention = str | torch.Tensor  # "bidirectional" | "causal" | bool (B, T, T), True = may attend
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Where the last block computes its outputs (`last_block_queries`). Padded: ``rows``
+    (B, L) holds each row's wanted positions in order, then unwanted ones up to the longest
+    row's count, and ``computed`` (B, L) marks the wanted. Packed (``rows`` None): queries and
+    attention run at every position, the output projection and feed-forward only where
+    ``computed`` (B, T) is True, as (N, D) rows; ``keep`` picks the wanted ones among those."""
+
+    computed: torch.Tensor
+    rows: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+
+
+PACK_LIMIT = 0.9  # share of positions computed above which packing saves less than its gathers cost
 
 
 def query_rows(at: torch.Tensor) -> torch.Tensor | None:
@@ -29,6 +48,23 @@ def query_rows(at: torch.Tensor) -> torch.Tensor | None:
         return None
     order = torch.sort(at.logical_not().to(torch.uint8), dim=1, stable=True).indices
     return order[:, :longest]
+
+
+def last_block_queries(at: torch.Tensor) -> Queries | None:
+    """The last block's work to cover ``at`` (bool (B, T)), or None to compute every position.
+
+    A row wanting more than half its positions computes all of them (`query_rows`' rule, and
+    `token_loss_flops`' count); the others compute only their wanted positions: padded to the
+    longest row (`query_rows`) when no row is dense, else packed, so that one row masked at
+    rate 0.9 (`mdlm`'s per-row rate, a causal row in a mixture) does not make the sparse rows
+    beside it pay for the whole block."""
+    rows = query_rows(at)
+    if rows is not None:
+        return Queries(torch.arange(rows.shape[1], device=at.device) < at.sum(1, keepdim=True), rows=rows)
+    computed = at | (2 * at.sum(1, keepdim=True) > at.shape[1])
+    if not at.any() or int(computed.sum()) > PACK_LIMIT * at.numel():
+        return None
+    return Queries(computed, keep=at[computed])
 
 
 def _take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -51,27 +87,30 @@ class Block(nn.Module):
         self.ff_out = nn.Linear(cfg.d_ff, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn: Attention, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D); with ``rows`` (B, L) only those positions' outputs, (B, L, D):
-        keys and values still come from every position, so each output is exactly the same."""
+    def forward(self, x: torch.Tensor, attn: Attention, queries: Queries | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with ``queries`` only the outputs they ask for, (B, L, D) or,
+        packed, (N, D): keys and values still come from every position, so each output is
+        exactly the same."""
         B, T, D = x.shape
         shape = (B, -1, self.n_heads, D // self.n_heads)
         h = self.ln1(x)
-        if rows is None:
+        if queries is None or queries.rows is None:
             q, k, v = self.qkv(h).view(B, T, 3, *shape[2:]).unbind(2)
         else:
             w, b = self.qkv.weight, self.qkv.bias
             k, v = F.linear(h, w[D:], b[D:]).view(B, T, 2, *shape[2:]).unbind(2)
-            q = F.linear(_take(h, rows), w[:D], b[:D]).view(shape)
-            x = _take(x, rows)
-            attn = _query_attention(attn, rows, T)
+            q = F.linear(_take(h, queries.rows), w[:D], b[:D]).view(shape)
+            x = _take(x, queries.rows)
+            attn = _query_attention(attn, queries.rows, T)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         mask = None if isinstance(attn, str) else attn[:, None]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=attn == "causal" if isinstance(attn, str) else False,
             dropout_p=self.dropout if self.training else 0.0,
-        )
-        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, -1, D)))
+        ).transpose(1, 2).reshape(B, -1, D)
+        if queries is not None and queries.rows is None:
+            x, y = x[queries.computed], y[queries.computed]
+        x = x + self.drop(self.proj(y))
         return x + self.drop(self.ff_out(F.gelu(self.ff_in(self.ln2(x)))))
 
 
@@ -136,18 +175,17 @@ class Encoder(nn.Module):
         seg = self.seg.weight[0] if segment_ids is None else self.seg(segment_ids)
         x = self.tok(input_ids) + self.pos(position_ids) + seg
         x = self.drop(x)
-        rows = None if at is None else query_rows(at)
+        queries = None if at is None else last_block_queries(at)
         layers = [x]
         for i, block in enumerate(self.blocks):
-            x = block(x, attn, rows if i == len(self.blocks) - 1 else None)
+            x = block(x, attn, queries if i == len(self.blocks) - 1 else None)
             layers.append(x)
         layers[-1] = self.ln_f(x)
         if at is None:
             return layers if all_layers else layers[-1]
-        if rows is None:
+        if queries is None:
             return layers[-1][at]
-        wanted = torch.arange(rows.shape[1], device=at.device) < at.sum(1, keepdim=True)  # rows lead with them
-        return layers[-1][wanted]
+        return layers[-1][queries.computed] if queries.rows is not None else layers[-1][queries.keep]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM logits for the given hidden states (any leading shape); weights tied to input."""

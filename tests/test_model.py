@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from objbench.harness.config import ModelConfig
 from objbench.harness.flops import forward_flops, train_flops
-from objbench.harness.model import Encoder, query_rows
+from objbench.harness.model import Encoder, last_block_queries, query_rows
 from objbench.objectives.base import IGNORE, attention_matrix, token_loss, token_loss_flops
 from tests.helpers import VOCAB_SIZE, make_objective, random_blocks, tiny_encoder, tiny_vocab
 
@@ -134,20 +134,25 @@ def test_flops_equal_the_matmuls_each_row_runs_alone(name, sparse_queries):
     assert (token_loss_flops(model.cfg, VOCAB_SIZE, batch, pad) < dense) == sparse_queries
 
 
+@pytest.mark.parametrize("layout", ["padded", "packed"])
 @pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
-def test_outputs_at_positions_equal_the_full_forward(pattern):
-    """``at`` only skips work: the last block's sparse queries give the same states and grads."""
-    ids = random_blocks(3, 16, seed=9)
+def test_outputs_at_positions_equal_the_full_forward(pattern, layout):
+    """``at`` only skips work: the last block's sparse queries give the same states and grads,
+    padded to the longest row or, beside a row that wants most of its positions, packed."""
+    ids = random_blocks(4, 16, seed=9)
     attn, pos, seg = pattern, None, None
     if pattern == "random-bool":
-        attn = random_mask(3, 16, seed=10)
+        attn = random_mask(4, 16, seed=10)
     elif pattern == "masked-ar":
         batch = make_objective("masked-ar", r=0.3).make_batch(ids, torch.Generator().manual_seed(11))
         ids, attn, pos, seg = batch.input_ids, batch.attn, batch.position_ids, batch.segment_ids
     at = torch.rand(ids.shape, generator=torch.Generator().manual_seed(12)) < 0.25
     at[0] = False  # a row with nothing wanted
     at[1, :5] = True  # rows wanting different counts
-    assert query_rows(at) is not None
+    if layout == "packed":
+        at[2, : ids.shape[1] - 2] = True  # a dense row: computed everywhere
+    queries = last_block_queries(at)
+    assert queries is not None and (queries.rows is None) == (layout == "packed")
     sparse_model, full_model = tiny_encoder(), tiny_encoder()
     weights = torch.randn(int(at.sum()), sparse_model.cfg.d_model, dtype=torch.float64)
     got = sparse_model(ids, attn, pos, seg, at=at)
@@ -165,6 +170,23 @@ def test_query_rows_pads_with_unwanted_positions_and_declines_dense_rows():
     at[0, :5] = True  # 6 of 8 wanted: computing everything is cheaper
     assert query_rows(at) is None
     assert query_rows(torch.zeros(2, 8, dtype=torch.bool)) is None
+
+
+def test_last_block_computes_a_dense_row_whole_and_packs_the_sparse_ones():
+    """The work `token_loss_flops` counts row by row: a row wanting more than half its positions
+    computes all of them, the others their wanted ones; packing stops paying near density 1."""
+    at = torch.tensor([[0, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 0]],
+                      dtype=torch.bool)
+    queries = last_block_queries(at)
+    assert queries.rows is None
+    assert queries.computed.sum(1).tolist() == [1, 8, 1]
+    assert queries.keep.tolist() == [True, True, True, True, True, True, False, False, False, True]
+    many = torch.zeros(10, 8, dtype=torch.bool)
+    many[:, 0], many[:8, :6] = True, True  # 8 dense rows and 2 sparse: 66 of 80 positions computed
+    assert last_block_queries(many).rows is None
+    many[8, :6] = True  # 73 of 80 (over 0.9): computing everything is cheaper than packing
+    assert last_block_queries(many) is None
+    assert last_block_queries(torch.zeros(2, 8, dtype=torch.bool)) is None
 
 
 @pytest.mark.slow  # torch.compile: ~7 s
