@@ -56,8 +56,8 @@ def last_block_queries(at: torch.Tensor) -> Queries | None:
     A row wanting more than half its positions computes all of them (`query_rows`' rule, and
     `token_loss_flops`' count); the others compute only their wanted positions: padded to the
     longest row (`query_rows`) when no row is dense, else packed, so that one row masked at
-    rate 0.9 (`mdlm`'s per-row rate, a causal row in a mixture) does not make the sparse rows
-    beside it pay for the whole block."""
+    rate 0.9 (`mdlm` draws a rate per row; `masked-ar` rows at r near 1/2 straddle half) does
+    not make the sparse rows beside it pay for the whole block."""
     rows = query_rows(at)
     if rows is not None:
         return Queries(torch.arange(rows.shape[1], device=at.device) < at.sum(1, keepdim=True), rows=rows)
