@@ -115,6 +115,15 @@ def suggested_budget(results: pd.DataFrame, axis: str, budget: float, arms: list
             f"({most / budget:.1f}x this budget).")
 
 
+def probe_points(results: pd.DataFrame, primary: pd.DataFrame) -> int:
+    """How many budget points every run probed its primary results at (0 without any): with
+    fewer than two, whether they still rise cannot be told."""
+    keyed = results.merge(primary, on=list(primary.columns))
+    if keyed.empty:
+        return 0
+    return int(keyed.groupby(["arm", "seed"])["budget_value"].nunique().min())
+
+
 def still_rising(results: pd.DataFrame, primary: pd.DataFrame) -> pd.DataFrame:
     """Primary results that rose from the second-to-last to the last probe point (paired over
     seeds, 95% interval above zero): more budget might still change the ranking."""
@@ -146,6 +155,9 @@ def assess(items: pd.DataFrame, results: pd.DataFrame, primary: pd.DataFrame, ar
     mature = None if required.empty else bool((required["status"] == "pass").all())
     rising = still_rising(results, primary)
     summary = _summary(mature, required, rising)
+    if mature and probe_points(results, primary) < 2:
+        summary += (" Whether the primary results still rise with more budget is not known: "
+                    "they were probed at one budget point (add points to probe_at).")
     if mature is False:
         summary += " " + suggested_budget(results, axis, budget, arms)
     return Verdict(mature, checks, rising, summary.strip())

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from objbench.reports.load import NO_LAYER
-from objbench.reports.maturity import assess, still_rising, suggested_budget
+from objbench.reports.maturity import assess, probe_points, still_rising, suggested_budget
 
 PRIMARY = pd.DataFrame([{"task": "agreement", "metric": "acc", "split": "test", "layer": NO_LAYER,
                          "pooling": "", "group": ""}])
@@ -45,6 +45,24 @@ def test_a_result_still_rising_is_named_and_a_flat_one_is_not():
                                     2.0: list(0.6 + rng.normal(0, 0.02, 4))}, task="agreement"))
     rising = still_rising(pd.DataFrame(rows), PRIMARY)
     assert list(rising["arm"]) == ["up"] and rising.iloc[0]["diff"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_mature_verdict_probed_at_one_point_says_it_cannot_tell_whether_results_still_rise():
+    rng = np.random.default_rng(2)
+    n = 400
+    unigram = (rng.uniform(size=n) < 0.6).astype(float)
+    items = _items("good", "acc", np.clip(unigram + (rng.uniform(size=(3, n)) < 0.2), 0, 1), "agreement")
+    items += _items("good", "acc@unigram", np.tile(unigram, (3, 1)), "agreement")
+    items += _items("good", "contextual_gain_ambiguous", (rng.uniform(size=(3, n)) < 0.1) * 1.0, "pos", "w")
+    one_point = pd.DataFrame(_rows("good", "acc", {1.0: [0.8, 0.81, 0.79]}, task="agreement"))
+    two_points = pd.DataFrame(_rows("good", "acc", {0.5: [0.7, 0.8, 0.6], 1.0: [0.8, 0.81, 0.79]},
+                                    task="agreement"))
+    assert probe_points(one_point, PRIMARY) == 1 and probe_points(two_points, PRIMARY) == 2
+    assert probe_points(one_point.assign(metric="other"), PRIMARY) == 0
+    told = assess(pd.DataFrame(items), one_point, PRIMARY, ["good"], "tokens", 1e6)
+    assert told.mature is True and "probed at one budget point" in told.summary
+    assessed = assess(pd.DataFrame(items), two_points, PRIMARY, ["good"], "tokens", 1e6)
+    assert assessed.mature is True and "one budget point" not in assessed.summary
 
 
 def test_checks_pair_items_with_zero_and_with_the_baseline_and_decide_the_verdict():
