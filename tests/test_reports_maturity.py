@@ -27,6 +27,16 @@ def _items(arm: str, metric: str, values: np.ndarray, task: str, pooling: str = 
             for seed, row in enumerate(values) for i, v in enumerate(row)]
 
 
+def _planted(arm: str, rng: np.random.Generator, unigram: np.ndarray, good: bool) -> list[dict]:
+    """Per-item agreement (with its unigram baseline) and ambiguous-word gains for 3 seeds: a
+    good arm adds right answers and positive gains, a weak one equals the unigram and loses."""
+    n = len(unigram)
+    acc = np.clip(unigram + (rng.uniform(size=(3, n)) < 0.2), 0, 1) if good else np.tile(unigram, (3, 1))
+    gain = (1.0 if good else -1.0) * (rng.uniform(size=(3, n)) < 0.1)
+    return (_items(arm, "acc", acc, "agreement") + _items(arm, "acc@unigram", np.tile(unigram, (3, 1)), "agreement")
+            + _items(arm, "contextual_gain_ambiguous", gain, "pos", "w"))
+
+
 def test_the_budget_where_a_log_linear_fit_of_the_gain_reaches_zero():
     results = pd.DataFrame(_rows("a", "contextual_gain_ambiguous", {1e5: [-0.10, -0.10], 1e6: [-0.05, -0.05]}))
     text = suggested_budget(results, "tokens", 1e6, ["a"])
@@ -49,11 +59,7 @@ def test_a_result_still_rising_is_named_and_a_flat_one_is_not():
 
 def test_a_mature_verdict_probed_at_one_point_says_it_cannot_tell_whether_results_still_rise():
     rng = np.random.default_rng(2)
-    n = 400
-    unigram = (rng.uniform(size=n) < 0.6).astype(float)
-    items = _items("good", "acc", np.clip(unigram + (rng.uniform(size=(3, n)) < 0.2), 0, 1), "agreement")
-    items += _items("good", "acc@unigram", np.tile(unigram, (3, 1)), "agreement")
-    items += _items("good", "contextual_gain_ambiguous", (rng.uniform(size=(3, n)) < 0.1) * 1.0, "pos", "w")
+    items = _planted("good", rng, (rng.uniform(size=400) < 0.6).astype(float), good=True)
     one_point = pd.DataFrame(_rows("good", "acc", {1.0: [0.8, 0.81, 0.79]}, task="agreement"))
     two_points = pd.DataFrame(_rows("good", "acc", {0.5: [0.7, 0.8, 0.6], 1.0: [0.8, 0.81, 0.79]},
                                     task="agreement"))
@@ -67,14 +73,8 @@ def test_a_mature_verdict_probed_at_one_point_says_it_cannot_tell_whether_result
 
 def test_checks_pair_items_with_zero_and_with_the_baseline_and_decide_the_verdict():
     rng = np.random.default_rng(1)
-    n = 400
-    unigram = (rng.uniform(size=n) < 0.6).astype(float)
-    items = _items("good", "acc", np.clip(unigram + (rng.uniform(size=(3, n)) < 0.2), 0, 1), "agreement")
-    items += _items("weak", "acc", np.tile(unigram, (3, 1)), "agreement")
-    items += _items("good", "acc@unigram", np.tile(unigram, (3, 1)), "agreement")
-    items += _items("weak", "acc@unigram", np.tile(unigram, (3, 1)), "agreement")
-    items += _items("good", "contextual_gain_ambiguous", (rng.uniform(size=(3, n)) < 0.1) * 1.0, "pos", "w")
-    items += _items("weak", "contextual_gain_ambiguous", -1.0 * (rng.uniform(size=(3, n)) < 0.1), "pos", "w")
+    unigram = (rng.uniform(size=400) < 0.6).astype(float)
+    items = _planted("good", rng, unigram, good=True) + _planted("weak", rng, unigram, good=False)
     verdict = assess(pd.DataFrame(items), pd.DataFrame(columns=["arm", "seed", "budget_value", "task", "metric",
                                                                   "split", "layer", "pooling", "group", "value"]),
                      PRIMARY, ["good", "weak"], "tokens", 1e6)
