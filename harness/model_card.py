@@ -4,7 +4,6 @@ much of every budget axis, how it scored, and with which objbench."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -14,6 +13,7 @@ from objbench.harness import checkpoint as ckpt
 from objbench.harness.config import BUDGET_AXES, RunConfig, validate
 from objbench.harness.integrity import file_digest
 from objbench.harness.reading import TrainedModel
+from objbench.harness.registry import source_commit
 
 RESULT_COLUMNS = ("task", "metric", "split", "layer", "pooling", "group", "value", "n")
 
@@ -141,7 +141,7 @@ def _provenance(model: TrainedModel, cfg: RunConfig, study: Path | None) -> str:
     config = yaml.safe_dump(cfg.to_dict(), sort_keys=False).strip()
     return f"""## Provenance
 
-{trained_line}Exported by objbench {objbench.__version__} at commit `{_commit()}`. Seed
+{trained_line}Exported by objbench {objbench.__version__} at commit `{source_commit()}`. Seed
 {cfg.seed}; settings hash `{cfg.settings_hash()}`; checkpoint `{model.checkpoint.name}`.
 The resolved run config:
 
@@ -153,16 +153,6 @@ The resolved run config:
 def _provenance_of(study: Path | None) -> dict:
     path = study / "provenance.json" if study else None
     return json.loads(path.read_text()) if path and path.exists() else {}
-
-
-def _commit() -> str:
-    """The git commit of the objbench source, or "unknown" outside a git checkout."""
-    try:
-        found = subprocess.run(["git", "-C", str(Path(objbench.__file__).parent), "rev-parse", "HEAD"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        found = ""
-    return found or "unknown"
 
 
 def _study_results(run_dir: Path, study: Path | None, step: int) -> str:

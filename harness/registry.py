@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import subprocess
 import sys
 from importlib.metadata import (EntryPoint, PackageNotFoundError, entry_points, packages_distributions,
                                 version)
@@ -147,3 +148,22 @@ def _version(dist: str) -> str:
         return version(dist) if dist else ""
     except PackageNotFoundError:
         return ""
+
+
+def source_commit(root: Path | None = None) -> str:
+    """The git commit objbench's source (or ``root``) is at, suffixed ``-dirty`` when tracked
+    files differ from it, so provenance never names a commit the code did not match; "unknown"
+    outside a git checkout."""
+    where = str(root or Path(__file__).parents[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", where, *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    return (head + ("-dirty" if changed else "")) if head else "unknown"
+

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -36,7 +35,7 @@ from objbench.harness.config import (
 from objbench.harness.errors import ConfigError, PluginError
 from objbench.harness.output import output_folder
 from objbench.harness.ranks import agree, from_main, is_main
-from objbench.harness.registry import OBJECTIVES, TASKS, code_identity
+from objbench.harness.registry import OBJECTIVES, TASKS, code_identity, source_commit
 from pydantic import AfterValidator, Field, model_validator
 
 if TYPE_CHECKING:
@@ -474,15 +473,9 @@ def provenance(data, study: Study) -> dict[str, Any]:
         except md.PackageNotFoundError:
             return "absent"
 
-    root = Path(objbench.__file__).parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
     return {
         "objbench_version": objbench.__version__,
-        "git_commit": commit,
+        "git_commit": source_commit(),
         "packages": {p: version(p) for p in ("torch", "datasets", "tokenizers", "safetensors", "numpy",
                                               "pandas", "scikit-learn", "scipy", "seaborn")},
         "python": platform.python_version(),

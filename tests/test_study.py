@@ -14,7 +14,7 @@ from objbench.harness import study as study_mod
 from objbench.harness import trainer as trainer_mod
 from objbench.harness.errors import ConfigError
 from objbench.harness.reading import TrainedModel
-from objbench.harness.registry import OBJECTIVES, TASKS, code_identity
+from objbench.harness.registry import OBJECTIVES, TASKS, code_identity, source_commit
 from objbench.harness.study import Study, load_study, run_study
 from objbench.harness.trainer import Trainer
 from objbench.objectives.clm import CausalLM
@@ -249,6 +249,25 @@ def test_code_identity_names_the_package_version_and_source():
     assert (example["package"], example["version"]) == ("objbench-reverse-lm", "0.1.0")
     assert code_identity(OBJECTIVES.get("clm")) == mlm  # built-ins: the objectives subpackage
     assert code_identity(TASKS.get("pos"))["source_sha256"] != mlm["source_sha256"]
+
+
+def test_source_commit_says_when_tracked_files_differ_from_the_commit(tmp_path):
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    assert source_commit(tmp_path) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    (tmp_path / "untracked.txt").write_text("runs and caches are not the code")
+    assert source_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert source_commit(tmp_path) == f"{head}-dirty"
 
 
 def test_trained_model_is_read_in_memory_and_changed_tasks_do_not_retrain(tmp_path, spy):
