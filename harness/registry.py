@@ -166,4 +166,3 @@ def source_commit(root: Path | None = None) -> str:
     except OSError:
         return "unknown"
     return (head + ("-dirty" if changed else "")) if head else "unknown"
-
