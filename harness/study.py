@@ -301,9 +301,10 @@ def run_one(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, data) -> tupl
     if cached is not None:
         return "cached", cached
 
+    trained_s = from_main(lambda: _trained_seconds(status_path, record))  # before "running" replaces it
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_status(status_path, {**record, "state": "running"})
-    seconds: dict[str, float] = {}
+    _write_status(status_path, {**record, "state": "running", "train_s": trained_s})
+    seconds = {"train_s": trained_s}
     failure = None
     try:
         rows, items, score_kind = _train_and_evaluate(study, arm, cfg, run_dir, data, seconds)
@@ -326,14 +327,14 @@ def _train_and_evaluate(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path, d
     """Train (every rank, on the run's share of the data; a finished run resumes at its end),
     then, on rank 0, read the trained model in memory at the last probe point. Returns the
     rows, items and how zero-shot tasks scored sentences (the objective's ``score_kind``);
-    ``seconds`` gets ``train_s`` and ``tasks_s``."""
+    ``seconds``: this session's training is added to ``train_s``, ``tasks_s`` is set."""
     from objbench.harness.reading import TrainedModel
     from objbench.harness.trainer import Trainer
 
     start = time.perf_counter()
     trainer = Trainer(cfg, run_dir, data=data.capped(cfg.data.unique_tokens, cfg.train.batch_size))
     trainer.run()
-    seconds["train_s"] = time.perf_counter() - start
+    seconds["train_s"] += time.perf_counter() - start
     score_kind = trainer.objective.score_kind
     if not is_main():
         return [], [], score_kind
@@ -362,6 +363,14 @@ def _cached_seconds(status_path: Path, record: dict) -> float | None:
     if done and old.get("tasks_hash") == record["tasks_hash"]:
         return float(old.get("wall_time_s", 0.0))
     return None
+
+
+def _trained_seconds(status_path: Path, record: dict) -> float:
+    """Training seconds the run's earlier sessions recorded (0 for a new run; a session killed
+    while training records none), so that a run probed again at its end, or resumed, still
+    shows what its training cost."""
+    old = _read_status(status_path)
+    return float(old.get("train_s") or 0.0) if old.get("config_hash") == record["config_hash"] else 0.0
 
 
 def evaluate_run(study: Study, arm: Arm, cfg: RunConfig, run_dir: Path,
@@ -480,7 +489,7 @@ def provenance(data, study: Study) -> dict[str, Any]:
                                               "pandas", "scikit-learn", "scipy", "seaborn")},
         "python": platform.python_version(),
         "hardware": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                     "torch_threads": torch.get_num_threads(),
+                     "torch_threads": study.train.threads or torch.get_num_threads(),  # as runs train
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "corpus_hash": data.corpus_hash,
         "tokenizer_hash": data.tokenizer_hash,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -270,6 +271,21 @@ def test_source_commit_says_when_tracked_files_differ_from_the_commit(tmp_path):
     assert source_commit(tmp_path) == f"{head}-dirty"
 
 
+def test_provenance_records_the_threads_the_runs_train_with(tmp_path):
+    import torch
+
+    data = SimpleNamespace(corpus_hash="c0", tokenizer_hash="t0")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # the process default differs from the study's train.threads
+        one_thread = load_study(tiny_study(tmp_path, ARMS))
+        assert study_mod.provenance(data, one_thread)["hardware"]["torch_threads"] == 1
+        unset = load_study(tiny_study(tmp_path, ARMS, train={"batch_size": 8, "eval_points": 2}))
+        assert study_mod.provenance(data, unset)["hardware"]["torch_threads"] == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_trained_model_is_read_in_memory_and_changed_tasks_do_not_retrain(tmp_path, spy):
     """One pass: the last probe point reads the Trainer's own model; earlier points come from
     their checkpoints. A changed task re-reads the run without training it again. Objective
@@ -297,8 +313,10 @@ def test_trained_model_is_read_in_memory_and_changed_tasks_do_not_retrain(tmp_pa
     assert f"| {done['wall_time_s']:.4g} | {done['train_s']:.4g} | {done['tasks_s']:.4g} |" in table
 
     steps.clear()
+    (out / "runs/mlm/seed0/status.json").write_text(json.dumps({**done, "train_s": 1000.0}))
     assert run_study(one_run(tmp_path, tasks={"spy": {"tag": 7}}), out)
     assert steps == []  # resumed at its end: no step trained again
     again = status(out)
     assert again["config_hash"] == done["config_hash"] and again["tasks_hash"] != done["tasks_hash"]
+    assert 1000.0 < again["train_s"] < 1060.0  # the earlier training's seconds are kept
     assert {r["value"] for r in results(out) if r["metric"] == "tag"} == {7.0}
