@@ -95,6 +95,8 @@ def crossed_paired_test(diffs: np.ndarray, level: float = LEVEL) -> PairedTest:
     item_part = float(mean_squares[1] > mean_squares[2])
     weights = np.array([1.0, item_part, -item_part]) / (n_seeds * n_items)
     variance = float(weights @ mean_squares)
+    if variance <= 0:  # equal seed means and no item part: no spread measured, so no test
+        return PairedTest(mean, np.nan, np.nan, np.nan, np.nan)
     terms = ((weights * mean_squares) ** 2 / dofs).sum()
     # with the negative weight, Satterthwaite's formula can fall far below every mean square's
     # own degrees of freedom (an interval of +-1e149 with 2 seeds); the seeds' S - 1 is the floor

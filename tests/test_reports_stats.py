@@ -211,3 +211,12 @@ def test_crossed_test_with_two_seeds_keeps_a_finite_interval():
     test = crossed_paired_test(diffs)
     assert test.dof >= 1
     assert test.high - test.low < 1.0
+
+
+def test_crossed_test_without_measured_spread_gives_no_p_instead_of_zero():
+    """Equal seed means and items that vary less than the residual leave a variance estimate of
+    zero: a p of 0 from it would declare any difference won."""
+    diffs = np.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    test = crossed_paired_test(diffs)
+    assert test.diff == 0.5
+    assert np.isnan(test.p) and np.isnan(test.low) and np.isnan(test.high)
