@@ -252,12 +252,30 @@ def run(size_name: str, rounds: int, steps: int, warmup: int, threads: int,
         for _ in range(warmup):
             c.step()
     tokens_per_step = size.batch * size.block  # clean tokens: the same for every contender
+    per, peaks, loads = time_rounds(contenders, rounds, steps, tokens_per_step, size.peak_n)
+    peak = max(peaks)
+    return {
+        **info, "load_average_after": load_average(),
+        "size": size_name, "config": {**size.__dict__, "threads": threads, "dtype": "float32",
+                                      "rounds": rounds, "steps_per_round": steps, "warmup_steps": warmup,
+                                      "tokens_per_step": tokens_per_step},
+        "peak_flops": peaks, "load_1min_per_round": loads,
+        "contenders": {c.name: summarise(c, per[c.name], peak) for c in contenders},
+        "comparisons": compare(per),
+    }
+
+
+def time_rounds(contenders: list[Contender], rounds: int, steps: int, tokens_per_step: int,
+                peak_n: int) -> tuple[dict[str, dict[str, list[float]]], list[float], list[float]]:
+    """Per contender and round: tokens/s, seconds and FLOPs per step. Rounds alternate the
+    contenders' order and measure the matmul peak and load before each, so a machine that
+    slows down mid-run shows in every contender alike."""
     peaks: list[float] = []
     loads: list[float] = []
     per: dict[str, dict[str, list[float]]] = {
         c.name: {"tokens_per_s": [], "step_s": [], "useful": [], "executed": []} for c in contenders}
     for r in range(rounds):
-        peaks.append(matmul_peak(size.peak_n))
+        peaks.append(matmul_peak(peak_n))
         loads.append(load_average()[0])
         for c in contenders if r % 2 == 0 else contenders[::-1]:
             useful = executed = 0.0
@@ -271,28 +289,34 @@ def run(size_name: str, rounds: int, steps: int, warmup: int, threads: int,
             p["step_s"].append(seconds / steps)
             p["useful"].append(useful / steps)  # FLOPs per step
             p["executed"].append(executed / steps)
+    return per, peaks, loads
 
-    peak = max(peaks)
-    results = {}
-    for c in contenders:
-        p = per[c.name]
-        p["useful_mfu"] = [f / s / peak for f, s in zip(p["useful"], p["step_s"], strict=True)]
-        p["executed_mfu"] = [f / s / peak for f, s in zip(p["executed"], p["step_s"], strict=True)]
-        results[c.name] = {
-            "side": c.side, "what": c.what, "dropout": c.dropout,
-            "tokens_per_s": p["tokens_per_s"], "step_s": p["step_s"],
-            "tokens_per_s_min": min(p["tokens_per_s"]), "tokens_per_s_median": statistics.median(p["tokens_per_s"]),
-            "tokens_per_s_max": max(p["tokens_per_s"]), "step_s_median": statistics.median(p["step_s"]),
-            "useful_flops_per_step": statistics.mean(p["useful"]),
-            "executed_flops_per_step": statistics.mean(p["executed"]),
-            "useful_mfu_per_round": p["useful_mfu"],
-            "useful_mfu": statistics.median(p["useful_mfu"]),
-            "useful_mfu_best": max(p["useful_mfu"]),
-            "executed_mfu": statistics.median(p["executed_mfu"]),
-            "target": MFU_TARGETS.get(c.name),
-            "meets_median": meets(statistics.median(p["useful_mfu"]), MFU_TARGETS.get(c.name)),
-            "meets_best": meets(max(p["useful_mfu"]), MFU_TARGETS.get(c.name)),
-        }
+
+def summarise(c: Contender, p: dict[str, list[float]], peak: float) -> dict[str, Any]:
+    """One contender's rounds as medians, extremes and MFU against the best measured peak."""
+    useful_mfu = [f / s / peak for f, s in zip(p["useful"], p["step_s"], strict=True)]
+    executed_mfu = [f / s / peak for f, s in zip(p["executed"], p["step_s"], strict=True)]
+    target = MFU_TARGETS.get(c.name)
+    return {
+        "side": c.side, "what": c.what, "dropout": c.dropout,
+        "tokens_per_s": p["tokens_per_s"], "step_s": p["step_s"],
+        "tokens_per_s_min": min(p["tokens_per_s"]), "tokens_per_s_median": statistics.median(p["tokens_per_s"]),
+        "tokens_per_s_max": max(p["tokens_per_s"]), "step_s_median": statistics.median(p["step_s"]),
+        "useful_flops_per_step": statistics.mean(p["useful"]),
+        "executed_flops_per_step": statistics.mean(p["executed"]),
+        "useful_mfu_per_round": useful_mfu,
+        "useful_mfu": statistics.median(useful_mfu),
+        "useful_mfu_best": max(useful_mfu),
+        "executed_mfu": statistics.median(executed_mfu),
+        "target": target,
+        "meets_median": meets(statistics.median(useful_mfu), target),
+        "meets_best": meets(max(useful_mfu), target),
+    }
+
+
+def compare(per: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """`COMPARISONS` between contenders that ran: per-round ratios (speedup of tokens/s, or
+    ratio of step seconds), their median and the ratio of the best rounds."""
     comparisons = []
     for a, b, how, target in COMPARISONS:
         if a not in per or b not in per:
@@ -307,13 +331,7 @@ def run(size_name: str, rounds: int, steps: int, warmup: int, threads: int,
         comparisons.append({"a": a, "b": b, "how": how, "per_round": ratios, "median": med, "best": best,
                             "target": target, "meets_median": meets(med, target),
                             "meets_best": meets(best, target)})
-    return {
-        **info, "load_average_after": load_average(),
-        "size": size_name, "config": {**size.__dict__, "threads": threads, "dtype": "float32",
-                                      "rounds": rounds, "steps_per_round": steps, "warmup_steps": warmup,
-                                      "tokens_per_step": tokens_per_step},
-        "peak_flops": peaks, "load_1min_per_round": loads, "contenders": results, "comparisons": comparisons,
-    }
+    return comparisons
 
 
 def report(res: dict[str, Any]) -> str:
