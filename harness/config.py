@@ -99,13 +99,22 @@ class BudgetConfig(Strict):
         return float(getattr(self, self.axis))
 
 
+# wsd's decay: the last fifth of the budget, where a linear cooldown from a held peak matches a
+# cosine schedule of the same length (Hägele et al. 2024). A constant, not a setting, so that
+# runs of the other schedules keep their config hashes.
+WSD_COOLDOWN = 0.2
+
+
 class TrainConfig(Strict):
     batch_size: int = Field(32, ge=1, description="blocks per optimizer step (global, all ranks)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per step; batch_size must be divisible")
     lr: float = Field(2e-3, gt=0.0, description="peak learning rate")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a fraction of peak")
     warmup: float = Field(0.05, ge=0.0, lt=1.0, description="fraction of the budget spent warming up")
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = Field(
+        "cosine", description="after warmup: cosine or linear decay to the floor over the rest of the "
+        "budget, constant at the peak, or wsd (warmup-stable-decay): the peak held until the last "
+        f"{WSD_COOLDOWN:.0%} of the budget, then a linear decay to the floor")
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = Field(1.0, ge=0.0, description="max grad norm; 0 disables")
@@ -124,6 +133,13 @@ class TrainConfig(Strict):
     def _accum_divides(self) -> "TrainConfig":
         if self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size}")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_before_cooldown(self) -> "TrainConfig":
+        if self.schedule == "wsd" and self.warmup > 1 - WSD_COOLDOWN:
+            raise ValueError(f"warmup={self.warmup} runs into wsd's cooldown (the last {WSD_COOLDOWN:.0%} "
+                             f"of the budget): set warmup to at most {1 - WSD_COOLDOWN:g}")
         return self
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from objbench.harness import checkpoint as ckpt
 from objbench.harness.blocks import SeenBlocks, batch_rows
-from objbench.harness.config import ModelConfig, RunConfig, TrainConfig, validate
+from objbench.harness.config import WSD_COOLDOWN, ModelConfig, RunConfig, TrainConfig, validate
 from objbench.harness.data import PreparedData, prepare_data
 from objbench.harness.errors import (
     CheckpointError,
@@ -129,7 +129,8 @@ def pick_device(cfg: RunConfig) -> torch.device:
 def learning_rate(t: TrainConfig, progress: float) -> float:
     """The learning rate once ``progress`` (the fraction of the budget consumed after the step,
     on the budget's own axis) is reached: linear warmup over ``t.warmup``, then ``t.schedule``
-    from ``t.lr`` down to ``t.lr * t.min_lr_ratio`` at the end of the budget."""
+    from ``t.lr`` down to ``t.lr * t.min_lr_ratio`` at the end of the budget (``wsd`` holds
+    ``t.lr`` until its cooldown, the last ``WSD_COOLDOWN`` of the budget)."""
     if t.warmup and progress < t.warmup:
         return t.lr * progress / t.warmup
     rest = min(1.0, (progress - t.warmup) / max(1e-12, 1 - t.warmup))
@@ -138,6 +139,9 @@ def learning_rate(t: TrainConfig, progress: float) -> float:
         return t.lr
     if t.schedule == "linear":
         return t.lr - (t.lr - floor) * rest
+    if t.schedule == "wsd":
+        cooled = 1 + (progress - 1) / WSD_COOLDOWN  # 0 where the cooldown starts, 1 at the end
+        return t.lr - (t.lr - floor) * min(1.0, max(0.0, cooled))
     return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * rest))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from objbench.harness import trainer as trainer_mod
@@ -200,7 +201,8 @@ def test_resume_and_probe_accept_other_speed_settings_and_nothing_else(tmp_path)
         TrainedModel(tmp_path)
 
 
-@pytest.mark.parametrize("schedule, halfway", [("cosine", 0.55e-3), ("linear", 0.55e-3), ("constant", 1e-3)])
+@pytest.mark.parametrize("schedule, halfway",
+                         [("cosine", 0.55e-3), ("linear", 0.55e-3), ("constant", 1e-3), ("wsd", 1e-3)])
 def test_learning_rate_warms_up_then_follows_the_schedule_to_the_floor(schedule, halfway):
     t = TrainConfig(lr=1e-3, warmup=0.2, min_lr_ratio=0.1, schedule=schedule)
     lr = lambda progress: trainer_mod.learning_rate(t, progress)
@@ -210,7 +212,15 @@ def test_learning_rate_warms_up_then_follows_the_schedule_to_the_floor(schedule,
     if schedule == "cosine":
         assert lr(0.4) == pytest.approx(1e-4 + 0.9e-3 * (1 + math.cos(math.pi / 4)) / 2)
         assert lr(0.4) > (1e-3 + 0.55e-3) / 2  # cosine stays high longer than linear
+    if schedule == "wsd":  # the peak held until the last fifth, then a straight line to the floor
+        assert [lr(p) for p in (0.8, 0.9, 0.95)] == pytest.approx([1e-3, 0.55e-3, 0.325e-3])
     assert trainer_mod.learning_rate(t.model_copy(update={"warmup": 0.0}), 0.0) == pytest.approx(1e-3)
+
+
+def test_wsd_refuses_a_warmup_that_runs_into_its_cooldown():
+    with pytest.raises(ValidationError, match=r"warmup=0\.9 runs into wsd's cooldown .*at most 0\.8"):
+        TrainConfig(schedule="wsd", warmup=0.9)
+    assert TrainConfig(schedule="wsd", warmup=0.8).warmup == 0.8
 
 
 def test_flops_budget_stops_at_the_budget_and_schedules_on_it(tmp_path):
