@@ -31,13 +31,19 @@ class ModelConfig(Strict):
     n_layers: int = Field(2, ge=1, description="number of Transformer blocks")
     n_heads: int = Field(4, ge=1, description="attention heads; must divide d_model")
     d_ff: int = Field(512, ge=8, description="feed-forward inner size")
-    max_len: int = Field(512, ge=8, description="position embeddings; >= longest input an objective builds")
+    max_len: int = Field(512, ge=8, description="positions the model reads (learned: embeddings); >= longest input an objective builds")
+    position: Literal["learned", "rope"] = Field(
+        "learned", description="learned: absolute position embeddings added to the input; rope: "
+        "rotary embeddings of each query and key (relative positions)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="off by default for pre-training: faster, and stated in reports")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelConfig":
+    def _heads_fit(self) -> "ModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        if self.position == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"position=rope turns pairs of dimensions, but a head has {self.d_model // self.n_heads} "
+                             f"(d_model={self.d_model} / n_heads={self.n_heads}): choose an even head size")
         return self
 
 
@@ -164,9 +170,15 @@ class RunConfig(Strict):
                                     "pre-training); null: from the seed's initial weights")
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as JSON data; ``init`` only when set, so runs without one keep the
-        configs (and hashes) they always had."""
-        return self.model_dump(mode="json", exclude={"init"} if self.init is None else None)
+        """The config as JSON data; ``init`` only when set and ``model.position`` only when not
+        learned, so runs made before these settings existed keep the configs (and hashes) they
+        always had."""
+        exclude: dict[str, Any] = {}
+        if self.init is None:
+            exclude["init"] = True
+        if self.model.position == "learned":
+            exclude["model"] = {"position"}
+        return self.model_dump(mode="json", exclude=exclude or None)
 
     def settings_hash(self) -> str:
         """A hash of the settings that decide the trained model (none of `RESULT_NEUTRAL`)."""

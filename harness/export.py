@@ -120,6 +120,7 @@ def hf_config(model: TrainedModel, attention: str, pooling: str) -> dict:
         "num_attention_heads": m.n_heads,
         "intermediate_size": m.d_ff,
         "max_position_embeddings": m.max_len,
+        "position": m.position,
         "type_vocab_size": enc.seg.num_embeddings,
         "dropout": m.dropout,
         "layer_norm_eps": enc.ln_f.eps,

@@ -67,6 +67,26 @@ def last_block_queries(at: torch.Tensor) -> Queries | None:
     return Queries(computed, keep=at[computed])
 
 
+Rotation = tuple[torch.Tensor, torch.Tensor]  # cos and sin of RoPE's angles, (B, T, 1, Dh/2) each
+
+
+def rotary(position_ids: torch.Tensor, head_dim: int, base: float = 10000.0) -> Rotation:
+    """RoPE's rotation at each position (Su et al., 2021): dimension i of a head's first half
+    and dimension i of its second half turn together by position x base^(-2i/head_dim). The
+    angles are computed in float64 so that shifting every position changes nothing visible."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float64, device=position_ids.device) / head_dim
+    angle = position_ids[..., None].to(torch.float64) * base ** -exponent
+    return angle.cos()[:, :, None], angle.sin()[:, :, None]
+
+
+def rotate(x: torch.Tensor, rot: Rotation) -> torch.Tensor:
+    """Queries or keys (B, L, H, Dh) turned by their positions' angles, so that a query-key
+    dot product depends on how far apart they are, not on where they are."""
+    cos, sin = (r.to(x.dtype) for r in rot)
+    a, b = x.chunk(2, -1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), -1)
+
+
 def _take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """x[b, rows[b, l]] for (B, T, ...) ``x`` and (B, L) ``rows``."""
     return x[torch.arange(x.shape[0], device=x.device)[:, None], rows]
@@ -87,7 +107,8 @@ class Block(nn.Module):
         self.ff_out = nn.Linear(cfg.d_ff, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn: Attention, queries: Queries | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn: Attention, queries: Queries | None = None,
+                rot: Rotation | None = None) -> torch.Tensor:
         """(B, T, D) -> (B, T, D); with ``queries`` only the outputs they ask for, (B, L, D) or,
         packed, (N, D): keys and values still come from every position, so each output is
         exactly the same."""
@@ -102,6 +123,10 @@ class Block(nn.Module):
             q = F.linear(_take(h, queries.rows), w[:D], b[:D]).view(shape)
             x = _take(x, queries.rows)
             attn = _query_attention(attn, queries.rows, T)
+        if rot is not None:
+            q_rot = rot if queries is None or queries.rows is None else (_take(rot[0], queries.rows),
+                                                                           _take(rot[1], queries.rows))
+            q, k = rotate(q, q_rot), rotate(k, rot)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         mask = None if isinstance(attn, str) else attn[:, None]
         y = F.scaled_dot_product_attention(
@@ -124,14 +149,16 @@ def _query_attention(attn: Attention, rows: torch.Tensor, T: int) -> Attention:
 
 
 class Encoder(nn.Module):
-    """Token + position (+ segment) embeddings, pre-LN blocks, tied LM head."""
+    """Token + position (+ segment) embeddings, pre-LN blocks, tied LM head. With
+    ``position: rope`` no position embedding is added: each block rotates its queries and keys
+    by their positions instead."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.tok = nn.Embedding(vocab_size, cfg.d_model)
-        self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
         self.seg = nn.Embedding(2, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -173,12 +200,15 @@ class Encoder(nn.Module):
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         # no segment ids means segment 0 everywhere, exactly as a padded pair batch reads it
         seg = self.seg.weight[0] if segment_ids is None else self.seg(segment_ids)
-        x = self.tok(input_ids) + self.pos(position_ids) + seg
+        if self.pos is None:
+            x, rot = self.tok(input_ids) + seg, rotary(position_ids, self.cfg.d_model // self.cfg.n_heads)
+        else:
+            x, rot = self.tok(input_ids) + self.pos(position_ids) + seg, None
         x = self.drop(x)
         queries = None if at is None else last_block_queries(at)
         layers = [x]
         for i, block in enumerate(self.blocks):
-            x = block(x, attn, queries if i == len(self.blocks) - 1 else None)
+            x = block(x, attn, queries if i == len(self.blocks) - 1 else None, rot)
             layers.append(x)
         layers[-1] = self.ln_f(x)
         if at is None:
@@ -193,4 +223,5 @@ class Encoder(nn.Module):
 
     def num_params(self, include_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
-        return n if include_embeddings else n - self.tok.weight.numel() - self.pos.weight.numel()
+        embeddings = self.tok.weight.numel() + (0 if self.pos is None else self.pos.weight.numel())
+        return n if include_embeddings else n - embeddings

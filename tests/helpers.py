@@ -28,9 +28,9 @@ def make_objective(name: str, **options):
     return cls(cls.Options(**options), tiny_vocab())
 
 
-def tiny_encoder(seed: int = 0) -> Encoder:
+def tiny_encoder(seed: int = 0, position: str = "learned") -> Encoder:
     torch.manual_seed(seed)
-    cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64)
+    cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64, position=position)
     return Encoder(cfg, VOCAB_SIZE).double().eval()
 
 

@@ -32,17 +32,18 @@ LM_CLASSES = {"bidirectional": "AutoModelForMaskedLM", "causal": "AutoModelForCa
 def exported(tiny_run, tmp_path_factory):
     """(run folder, export folder) of a tiny run per objective; skips, saying why, an objective
     whose reading the export cannot express."""
-    made: dict[str, tuple[Path, Path]] = {}
+    made: dict[tuple, tuple[Path, Path]] = {}
 
-    def make(objective: str) -> tuple[Path, Path]:
-        if objective not in made:
-            run = tiny_run(objective)
+    def make(objective: str, *overrides: str) -> tuple[Path, Path]:
+        key = (objective, *overrides)
+        if key not in made:
+            run = tiny_run(objective, *overrides)
             try:
                 out = export_run(run, tmp_path_factory.mktemp(f"hf-{objective}") / "model")
             except ExportError as exc:
                 pytest.skip(str(exc))
-            made[objective] = run, out
-        return made[objective]
+            made[key] = run, out
+        return made[key]
 
     return make
 
@@ -53,9 +54,11 @@ def hf_batches(tokenizer, sentences: list[str], pair: tuple[str, str]) -> list[d
             tokenizer([pair[0]], [pair[1]], return_tensors="pt")]
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES.names())
-def test_exported_model_equals_objbench(objective, exported):
-    run, out = exported(objective)
+@pytest.mark.parametrize("objective, overrides", [*((name, ()) for name in OBJECTIVES.names()),
+                                                  ("mlm", ("model.position=rope",)),
+                                                  ("clm", ("model.position=rope",))])
+def test_exported_model_equals_objbench(objective, overrides, exported):
+    run, out = exported(objective, *overrides)
     ours = TrainedModel(run, device="cpu")
     auto = getattr(transformers, LM_CLASSES[ours.objective.reading_attention])
     other = next(c for c in LM_CLASSES.values() if c != auto.__name__)

@@ -29,17 +29,30 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def naive_rope(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Queries or keys (B, H, T, dh) rotated as complex numbers: dimension i of the first half is
+    the real part, dimension i of the second half the imaginary part, turned by pos * 10000^(-2i/dh)."""
+    half = t.shape[-1] // 2
+    z = torch.complex(t[..., :half].double(), t[..., half:].double())
+    angle = pos[:, None, :, None].double() * 10000.0 ** (-2 * torch.arange(half, dtype=torch.float64) / t.shape[-1])
+    z = z * torch.polar(torch.ones_like(angle), angle)
+    return torch.cat((z.real, z.imag), -1).to(t.dtype)
+
+
 def naive_hidden(model: Encoder, ids: torch.Tensor, attn, position_ids=None, segment_ids=None) -> torch.Tensor:
     """The encoder written out with an explicit softmax over masked scores (eval mode)."""
     B, T = ids.shape
     pos = position_ids if position_ids is not None else torch.arange(T).expand(B, T)
     seg = segment_ids if segment_ids is not None else torch.zeros_like(ids)
-    x = model.tok(ids) + model.pos(pos) + model.seg(seg)
+    rope = model.cfg.position == "rope"
+    x = model.tok(ids) + (0 if rope else model.pos(pos)) + model.seg(seg)
     allowed = attention_matrix(attn, ids)[:, None]  # (B, 1, T, T), True = may attend
     for blk in model.blocks:
         D = x.shape[-1]
         H, dh = blk.n_heads, D // blk.n_heads
         q, k, v = (t.reshape(B, T, H, dh).transpose(1, 2) for t in blk.qkv(blk.ln1(x)).split(D, -1))
+        if rope:
+            q, k = naive_rope(q, pos), naive_rope(k, pos)
         scores = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(~allowed, float("-inf"))
         y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)
         x = x + blk.proj(y)
@@ -47,8 +60,8 @@ def naive_hidden(model: Encoder, ids: torch.Tensor, attn, position_ids=None, seg
     return model.ln_f(x)
 
 
-def encoder(dtype: torch.dtype) -> Encoder:
-    return tiny_encoder().to(dtype)
+def encoder(dtype: torch.dtype, position: str = "learned") -> Encoder:
+    return tiny_encoder(position=position).to(dtype)
 
 
 def random_mask(B: int, T: int, seed: int) -> torch.Tensor:
@@ -57,10 +70,11 @@ def random_mask(B: int, T: int, seed: int) -> torch.Tensor:
     return m | torch.eye(T, dtype=torch.bool)
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
-def test_sdpa_matches_naive_attention(dtype, pattern):
-    model = encoder(dtype)
+def test_sdpa_matches_naive_attention(dtype, pattern, position):
+    model = encoder(dtype, position)
     ids = random_blocks(3, 10, seed=0)
     attn, pos, seg = pattern, None, None
     if pattern == "random-bool":
@@ -134,9 +148,10 @@ def test_flops_equal_the_matmuls_each_row_runs_alone(name, sparse_queries):
     assert (token_loss_flops(model.cfg, VOCAB_SIZE, batch, pad) < dense) == sparse_queries
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("layout", ["padded", "packed"])
 @pytest.mark.parametrize("pattern", ["bidirectional", "causal", "random-bool", "masked-ar"])
-def test_outputs_at_positions_equal_the_full_forward(pattern, layout):
+def test_outputs_at_positions_equal_the_full_forward(pattern, layout, position):
     """``at`` only skips work: the last block's sparse queries give the same states and grads,
     padded to the longest row or, beside a row that wants most of its positions, packed."""
     ids = random_blocks(4, 16, seed=9)
@@ -153,7 +168,7 @@ def test_outputs_at_positions_equal_the_full_forward(pattern, layout):
         at[2, : ids.shape[1] - 2] = True  # a dense row: computed everywhere
     queries = last_block_queries(at)
     assert queries is not None and (queries.rows is None) == (layout == "packed")
-    sparse_model, full_model = tiny_encoder(), tiny_encoder()
+    sparse_model, full_model = tiny_encoder(position=position), tiny_encoder(position=position)
     weights = torch.randn(int(at.sum()), sparse_model.cfg.d_model, dtype=torch.float64)
     got = sparse_model(ids, attn, pos, seg, at=at)
     want = full_model(ids, attn, pos, seg)[at]
@@ -162,6 +177,19 @@ def test_outputs_at_positions_equal_the_full_forward(pattern, layout):
     (want * weights).sum().backward()
     for (name, a), b in zip(sparse_model.named_parameters(), full_model.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_rope_reads_relative_positions_and_has_no_position_embeddings():
+    """Shifting every position changes nothing (to fp64 rounding); reordering them does."""
+    model = tiny_encoder(position="rope")
+    ids = random_blocks(3, 12, seed=4)
+    positions = torch.arange(12).expand(3, 12)
+    with torch.no_grad():
+        plain = model(ids, "bidirectional")
+        torch.testing.assert_close(model(ids, "bidirectional", positions + 37), plain, atol=1e-12, rtol=1e-12)
+        assert (model(ids, "bidirectional", positions.flip(1)) - plain).abs().max() > 1e-3
+    assert model.pos is None and "pos.weight" not in model.state_dict()
+    assert model.num_params() == tiny_encoder().num_params()  # only the embeddings differ
 
 
 def test_query_rows_pads_with_unwanted_positions_and_declines_dense_rows():

@@ -156,6 +156,19 @@ def test_config_errors_name_the_key_and_what_is_allowed():
         trainer_mod.resolve(validate(RunConfig, {"objective": "mlm", "options": {"mask_rat": 0.2}}))
     with pytest.raises(PluginError, match=r"unknown objective 'mlmm'\. Did you mean 'mlm'\?.*clm"):
         trainer_mod.resolve(validate(RunConfig, {"objective": "mlmm"}))
+    with pytest.raises(ConfigError, match=r"position=rope turns pairs of dimensions, but a head has 3 .*even head size"):
+        validate(RunConfig, {"model": {"d_model": 12, "n_heads": 4, "position": "rope"}})
+
+
+def test_runs_made_before_model_position_existed_keep_their_hashes():
+    """``model.position`` enters a run's config (and hash) only when it is not the learned
+    embeddings every earlier run used, so their cached runs stay valid."""
+    default = RunConfig()
+    assert "position" not in default.to_dict()["model"]
+    assert default.settings_hash() == "6a1f7822e8580a91"  # the hash before the setting existed
+    rope = validate(RunConfig, {"model": {"position": "rope"}})
+    assert rope.to_dict()["model"]["position"] == "rope"
+    assert validate(RunConfig, rope.to_dict()) == rope and rope.settings_hash() != default.settings_hash()
 
 
 def test_override_syntax():

@@ -12,7 +12,8 @@ class ObjbenchConfig(PretrainedConfig):
 
     ``reading_attention`` ("bidirectional" or "causal") is the attention pattern the objective
     reads features and scores under; ``pooling`` ("cls", "last" or "mean" over the text tokens)
-    gives the sentence representation (``pooler_output``) from the final states.
+    gives the sentence representation (``pooler_output``) from the final states. ``position``
+    is "learned" (position embeddings) or "rope" (rotary positions on queries and keys).
     """
 
     model_type = "objbench"
@@ -21,7 +22,7 @@ class ObjbenchConfig(PretrainedConfig):
                  num_attention_heads: int = 4, intermediate_size: int = 512,
                  max_position_embeddings: int = 512, type_vocab_size: int = 2, dropout: float = 0.0,
                  layer_norm_eps: float = 1e-5, reading_attention: str = "bidirectional",
-                 pooling: str = "cls", objective: str = "", **kwargs) -> None:
+                 pooling: str = "cls", objective: str = "", position: str = "learned", **kwargs) -> None:
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -34,4 +35,5 @@ class ObjbenchConfig(PretrainedConfig):
         self.reading_attention = reading_attention
         self.pooling = pooling
         self.objective = objective
+        self.position = position
         super().__init__(**kwargs)

@@ -1,7 +1,8 @@
 """An encoder trained with objbench, for transformers (written by `objbench export`).
 
 The same network as objbench's ``Encoder``, weight for weight and operation for operation:
-token + position + segment embeddings, pre-LN blocks with a fused QKV projection and GELU
+token + position + segment embeddings (or, with ``position="rope"``, rotary positions on
+queries and keys instead of position embeddings), pre-LN blocks with a fused QKV projection and GELU
 feed-forward, a final LayerNorm, and an LM head tied to the token embeddings with its own
 bias. Every class reads under the objective's reading attention (``config.reading_attention``),
 so features and scores equal objbench's own. Needs torch and transformers only.
@@ -23,6 +24,20 @@ from transformers.modeling_outputs import (
 from .configuration_objbench import ObjbenchConfig
 
 
+def rotary(position_ids: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B, T, 1, head_dim / 2) of RoPE's angles, computed in float64 as objbench does."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.float64, device=position_ids.device) / head_dim
+    angle = position_ids[..., None].to(torch.float64) * base ** -exponent
+    return angle.cos()[:, :, None], angle.sin()[:, :, None]
+
+
+def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Queries or keys (B, T, H, Dh): each head's first and second halves turned together."""
+    cos, sin = (r.to(x.dtype) for r in rot)
+    a, b = x.chunk(2, -1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), -1)
+
+
 class ObjbenchBlock(nn.Module):
     """Pre-LN Transformer block with fused QKV projection."""
 
@@ -39,10 +54,13 @@ class ObjbenchBlock(nn.Module):
         self.ff_out = nn.Linear(config.intermediate_size, d)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                rot: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, T, D) -> (B, T, D) under ``mask`` (bool (B, 1, T, T), True = may attend)."""
         B, T, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
+        if rot is not None:
+            q, k = rotate(q, rot), rotate(k, rot)
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0)
@@ -80,9 +98,11 @@ class ObjbenchModel(ObjbenchPreTrainedModel):
                              f"not {config.reading_attention!r}")
         if config.pooling not in ("cls", "last", "mean"):
             raise ValueError(f"pooling must be 'cls', 'last' or 'mean', not {config.pooling!r}")
+        if config.position not in ("learned", "rope"):
+            raise ValueError(f"position must be 'learned' or 'rope', not {config.position!r}")
         d = config.hidden_size
         self.tok = nn.Embedding(config.vocab_size, d)
-        self.pos = nn.Embedding(config.max_position_embeddings, d)
+        self.pos = nn.Embedding(config.max_position_embeddings, d) if config.position == "learned" else None
         self.seg = nn.Embedding(config.type_vocab_size, d)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(ObjbenchBlock(config) for _ in range(config.num_hidden_layers))
@@ -121,11 +141,16 @@ class ObjbenchModel(ObjbenchPreTrainedModel):
             position_ids = (positions - first).clamp(min=0)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.drop(self.tok(input_ids) + self.pos(position_ids) + self.seg(token_type_ids))
+        if self.pos is None:
+            x = self.tok(input_ids) + self.seg(token_type_ids)
+            rot = rotary(position_ids, self.config.hidden_size // self.config.num_attention_heads)
+        else:
+            x, rot = self.tok(input_ids) + self.pos(position_ids) + self.seg(token_type_ids), None
+        x = self.drop(x)
         mask = self.attention(attention_mask)
         layers = [x]
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, rot)
             layers.append(x)
         layers[-1] = self.ln_f(x)
         return layers
